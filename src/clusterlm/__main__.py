@@ -1,0 +1,3 @@
+from clusterlm.cli.main import entry
+
+entry()

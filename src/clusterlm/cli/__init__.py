@@ -1,0 +1,1 @@
+"""Command-line interface: `clusterlm <verb>`, one module per verb."""

@@ -1,0 +1,114 @@
+"""`clusterlm` entry point: dispatch to one module per verb, turn user errors into one line.
+
+Each verb lives in `clusterlm/cli/<module>.py` and exposes `add_arguments(parser)`
+and `run(args) -> int`; its module docstring is its `--help` description. Verb
+modules are imported only when used, so `clusterlm --help` does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+
+from clusterlm import __version__
+from clusterlm.errors import ClusterLMError
+
+
+@dataclass(frozen=True)
+class Verb:
+    module: str
+    help: str
+
+
+VERBS: dict[str, Verb] = {
+    "prepare": Verb("prepare", "clean, tokenize and shard a text corpus into a dataset dir"),
+    "train": Verb("train", "train a model from a config (one process, or many under torchrun)"),
+    "eval": Verb("evaluate", "loss, perplexity, bits per byte and accuracy of a checkpoint"),
+    "generate": Verb("generate", "generate text from a checkpoint (KV cache, streaming)"),
+    "export": Verb("export", "export a checkpoint to one safetensors file or HF transformers"),
+    "cluster": Verb("cluster", "describe (show) or measure (probe) a cluster's hardware"),
+    "plan": Verb("plan", "predict memory, time, energy and cost of a run on a cluster"),
+    "launch": Verb("launch", "print or run torchrun / Slurm commands for a config"),
+    "theory": Verb("theory", "worked examples: backprop by hand, the sigmoid classifier"),
+    "quickstart": Verb("quickstart", "prepare → train → eval → generate on the default corpus"),
+}
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse with one-line errors (`error: …`) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def _top_parser() -> ArgParser:
+    lines = [f"  {name:<11} {verb.help}" for name, verb in VERBS.items()]
+    parser = ArgParser(
+        prog="clusterlm",
+        description="Build a language model end to end and plan/run it on a cluster.",
+        epilog="verbs:\n" + "\n".join(lines) + "\n\nRun 'clusterlm VERB --help' for a verb's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"clusterlm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("verb", metavar="VERB", choices=list(VERBS), help="one of: " + ", ".join(VERBS))
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def verb_parser(name: str) -> tuple[ArgParser, object]:
+    """Build the argument parser of one verb (used by main and by tests)."""
+    module = importlib.import_module(f"clusterlm.cli.{VERBS[name].module}")
+    parser = ArgParser(
+        prog=f"clusterlm {name}",
+        description=(module.__doc__ or VERBS[name].help).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+        argv.insert(0, "--debug")
+    try:
+        top = _top_parser().parse_args(argv)
+        parser, module = verb_parser(top.verb)
+        args = parser.parse_args(top.rest)
+        args.debug = debug
+        return int(module.run(args) or 0)  # type: ignore[attr-defined]
+    except ClusterLMError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # `clusterlm generate … | head`: the reader went away; not an error.
+        sys.stderr.close()
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except Exception as exc:  # noqa: BLE001 - last resort: never a bare traceback for users
+        if debug:
+            raise
+        sys.stderr.write(
+            f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback\n"
+        )
+        return 1
+
+
+def entry() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()

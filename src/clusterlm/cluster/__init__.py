@@ -1,0 +1,1 @@
+"""Cluster hardware model, probe and training planner."""

@@ -1,0 +1,33 @@
+"""`data:` section — how `clusterlm prepare` builds a dataset dir, and which dir training reads."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from clusterlm.config.base import Section
+
+
+class CleanConfig(Section):
+    """Cleaning steps, each on by default and counted in the prepare report."""
+
+    html: bool = True  # HTML → visible text (scripts/styles dropped, blocks → newlines)
+    nfc: bool = True  # Unicode NFC normalisation
+    control_chars: bool = True  # drop control characters except \n and \t
+    newlines: bool = True  # \r\n and \r → \n
+    dedup: bool = True  # drop exact duplicate documents (content hash)
+    min_chars: int = Field(default=32, ge=0)  # drop documents shorter than this after cleaning
+
+
+class DataConfig(Section):
+    # Dataset directory: written by `prepare`, read by `train` / `eval`.
+    dir: str | None = None
+    # Inputs for `prepare`: files, directories, globs. Empty = the embedded default corpus.
+    inputs: list[str] = Field(default_factory=list)
+    jsonl_field: str = "text"
+    vocab_size: int = Field(default=8192, ge=260, le=1_000_000)
+    tokenizer: str | None = None  # reuse an existing tokenizer.json instead of training one
+    val_fraction: float = Field(default=0.02, ge=0.0, lt=1.0)
+    seed: int = 0
+    workers: int = Field(default=1, ge=1)
+    shard_tokens: int = Field(default=1 << 24, ge=1024)  # tokens per shard file
+    clean: CleanConfig = Field(default_factory=CleanConfig)

@@ -1,0 +1,1 @@
+"""Data stage: cleaning, tokenizer, shards, loader, embedded default corpus."""

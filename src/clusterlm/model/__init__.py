@@ -1,0 +1,1 @@
+"""Models: config and presets, Transformer (GPT-2 / Llama styles), recurrent baselines, FLOPs."""

@@ -1,0 +1,1 @@
+"""clusterlm.theory"""
