@@ -1,0 +1,125 @@
+"""Evaluate checkpoints: loss, perplexity, bits per byte, top-1/top-5 next-token accuracy.
+
+`clusterlm eval RUN_OR_CKPT [RUN_OR_CKPT ...] [--data DIR] [--split train,val] [--batches N] [--json]`
+
+Each argument is a checkpoint dir or a run dir (its `latest` checkpoint). Metrics are
+computed on sequential, non-overlapping windows of each split (the first N batches;
+--batches 0 = the whole split), plus the generalisation gap (val − train loss).
+Several checkpoints — e.g. a Transformer and an LSTM baseline trained on the same
+dataset — are scored on the same windows and shown side by side. Bits per byte
+divide by the split's UTF-8 bytes, so models with different tokenizers compare fairly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="RUN_OR_CKPT", help="run dir(s) or checkpoint dir(s)")
+    parser.add_argument("--data", help="dataset dir (default: the one the checkpoint was trained on)")
+    parser.add_argument("--split", default="train,val", help="comma-separated splits (default: train,val)")
+    parser.add_argument("--batches", type=int, default=100,
+                        help="batches per split, 0 = the whole split (default: 100)")
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per batch (default: 16)")
+    parser.add_argument("--seq-len", type=int, help="window length (default: the training seq_len)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from clusterlm.errors import UsageError
+
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    bad = [s for s in splits if s not in ("train", "val")]
+    if not splits or bad:
+        raise UsageError(f"--split takes train and/or val, got {args.split!r}")
+    if args.batches < 0:
+        raise UsageError(f"--batches must be ≥ 0, got {args.batches}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.seq_len is not None and args.seq_len < 1:
+        raise UsageError(f"--seq-len must be ≥ 1, got {args.seq_len}")
+    reports = [
+        evaluate_checkpoint(path, data_dir=args.data, splits=splits, batches=args.batches or None,
+                            batch_size=args.batch_size, seq_len=args.seq_len, device=args.device,
+                            precision=args.precision)
+        for path in args.paths
+    ]
+    if args.json:
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    else:
+        print(format_reports(reports))
+    return 0
+
+
+def evaluate_checkpoint(path: str, *, data_dir: str | None = None, splits: list[str] | None = None,
+                        batches: int | None = 100, batch_size: int = 16, seq_len: int | None = None,
+                        device: str = "auto", precision: str = "auto") -> dict[str, Any]:
+    """Score one checkpoint (or run dir) on a dataset; the dict `clusterlm eval --json` prints."""
+    from clusterlm.data.loader import Dataset
+    from clusterlm.errors import CheckpointError, ConfigError, UsageError
+    from clusterlm.eval.runner import check_tokenizer_matches, dataset_dir_from_meta, evaluate_model
+    from clusterlm.model.flops import param_count
+    from clusterlm.model.serialization import load_model_dir, resolve_checkpoint
+    from clusterlm.train.precision import resolve_device, select_precision
+
+    splits = splits or ["train", "val"]
+    ckpt = resolve_checkpoint(path)
+    torch_device = resolve_device(device)
+    loaded = load_model_dir(ckpt, device=str(torch_device))
+    meta = loaded.meta or {}
+    data_dir = data_dir or dataset_dir_from_meta(meta)
+    if not data_dir:
+        raise UsageError(f"{ckpt} does not record its dataset; pass --data DIR")
+    dataset = Dataset.open(data_dir)
+    check_tokenizer_matches(ckpt, dataset)
+    cfg = loaded.config
+    if cfg.vocab_size is not None and cfg.vocab_size < dataset.vocab_size:
+        raise CheckpointError(
+            f"{ckpt} has a {cfg.vocab_size}-token vocabulary but dataset {dataset.path} uses "
+            f"{dataset.vocab_size}; evaluate on the dataset it was trained on"
+        )
+    trained_seq = ((meta.get("config") or {}).get("train") or {}).get("seq_len")
+    seq = seq_len or trained_seq or cfg.max_seq_len
+    if cfg.is_transformer and seq > cfg.max_seq_len:
+        raise ConfigError(f"--seq-len {seq} exceeds the model's context ({cfg.max_seq_len})")
+    prec = select_precision(precision, torch_device)
+    report = evaluate_model(loaded.model, dataset, splits, seq_len=seq, batch_size=batch_size,
+                            max_batches=batches, device=torch_device,
+                            autocast=lambda: prec.autocast(torch_device))
+    return {
+        "checkpoint": str(ckpt),
+        "step": meta.get("step"),
+        "model": {"style": cfg.style, "params": param_count(cfg), "n_layer": cfg.n_layer,
+                  "d_model": cfg.d_model, "vocab_size": cfg.vocab_size},
+        "dataset": str(dataset.path),
+        "seq_len": seq,
+        "batch_size": batch_size,
+        "batches": batches,
+        "precision": prec.name,
+        **report,
+    }
+
+
+def format_reports(reports: list[dict[str, Any]]) -> str:
+    header = (f"{'checkpoint':<40} {'split':<5} {'loss':>7} {'ppl':>9} {'bits/byte':>9} "
+              f"{'top1':>6} {'top5':>6} {'tokens':>9}")
+    lines = [header, "-" * len(header)]
+    for r in reports:
+        name = f"{r['checkpoint']}"[-40:]
+        for split, m in r["splits"].items():
+            bpb = m["bits_per_byte"]
+            lines.append(
+                f"{name:<40} {split:<5} {m['loss']:>7.4f} {m['perplexity']:>9.2f} "
+                f"{(f'{bpb:.4f}' if bpb is not None else 'n/a'):>9} {m['top1_accuracy']:>6.1%} "
+                f"{m['top5_accuracy']:>6.1%} {m['tokens']:>9,}"
+            )
+            name = ""
+        if r.get("generalization_gap") is not None:
+            lines.append(f"{'':<40} gap (val − train loss) {r['generalization_gap']:+.4f}"
+                         f"   [{r['model']['style']}, {r['model']['params']:,} params, step {r['step']}]")
+    return "\n".join(lines)

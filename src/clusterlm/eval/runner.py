@@ -1,0 +1,113 @@
+"""Evaluate a model on dataset splits — the one code path for `clusterlm eval` and validation in training."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+from torch import nn
+
+from clusterlm.errors import CheckpointError, DataError
+from clusterlm.eval.metrics import TokenStats, generalization_gap
+from clusterlm.train.world import World
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module,
+    dataset: Any,
+    split: str,
+    *,
+    seq_len: int,
+    batch_size: int,
+    max_batches: int | None,
+    device: torch.device,
+    autocast: Callable[[], ContextManager[Any]] | None = None,
+    world: World | None = None,
+) -> TokenStats:
+    """Token statistics over the first `max_batches` sequential windows of `split` (None = all).
+
+    Sequential, non-overlapping windows make the number reproducible: the same
+    checkpoint always scores the same. The model is put in eval mode (no dropout)
+    and restored to its previous mode afterwards.
+    """
+    from clusterlm.data.loader import TokenLoader
+
+    world = world or World()
+    was_training = model.training
+    model.eval()
+    stats = TokenStats()
+    try:
+        loader = TokenLoader(dataset, split, batch_size, seq_len, rank=world.dp_rank,
+                             world_size=world.dp_world_size, mode="sequential")
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                logits = model(x)
+            stats.update(logits, y)
+    finally:
+        model.train(was_training)
+    if world.world_size > 1:
+        stats = TokenStats(world.reduce_sum(stats.nll_sum), int(world.reduce_sum(stats.tokens)),
+                           int(world.reduce_sum(stats.top1)), int(world.reduce_sum(stats.top5)))
+    return stats
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Any,
+    splits: list[str],
+    *,
+    seq_len: int,
+    batch_size: int,
+    max_batches: int | None,
+    device: torch.device,
+    autocast: Callable[[], ContextManager[Any]] | None = None,
+    world: World | None = None,
+) -> dict[str, Any]:
+    """Metrics per split plus the generalisation gap (val − train loss) when both are present."""
+    results: dict[str, Any] = {}
+    for split in splits:
+        if dataset.num_tokens(split) < seq_len + 1:
+            raise DataError(
+                f"split '{split}' of {dataset.path} has {dataset.num_tokens(split)} tokens, "
+                f"fewer than seq_len + 1 = {seq_len + 1}; use a smaller --seq-len"
+            )
+        stats = evaluate_split(model, dataset, split, seq_len=seq_len, batch_size=batch_size,
+                               max_batches=max_batches, device=device, autocast=autocast, world=world)
+        results[split] = stats.summary(dataset.bytes_per_token(split))
+    report: dict[str, Any] = {"splits": results}
+    if "train" in results and "val" in results:
+        report["generalization_gap"] = generalization_gap(results["val"]["loss"], results["train"]["loss"])
+    return report
+
+
+def check_tokenizer_matches(checkpoint_dir: Path, dataset: Any) -> None:
+    """A checkpoint can only be scored on data encoded with its own tokenizer."""
+    ckpt_tok = Path(checkpoint_dir) / "tokenizer.json"
+    if not ckpt_tok.is_file():
+        return  # weights-only checkpoint: the vocabulary-size check below still applies
+    if _sha256(ckpt_tok) != _sha256(Path(dataset.tokenizer_path)):
+        raise CheckpointError(
+            f"checkpoint {checkpoint_dir} was trained with a different tokenizer than dataset "
+            f"{dataset.path}; evaluate on the dataset it was trained on (--data)"
+        )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dataset_dir_from_meta(meta: dict[str, Any]) -> str | None:
+    """The dataset a checkpoint was trained on, as recorded by the trainer."""
+    if meta.get("dataset_dir"):
+        return str(meta["dataset_dir"])
+    config = meta.get("config") or {}
+    return (config.get("data") or {}).get("dir")
