@@ -1,0 +1,176 @@
+"""Transformer building blocks: norms, rotary positions, attention, feed-forward, block.
+
+Single-device PyTorch only (torchtitan's rule): tensor parallelism shards `wq`/`wk`/`wv`
+column-wise and `wo`/`w2` row-wise from outside (`distributed/parallelize.py`), so nothing
+here may assume the global head count. Attention views its projections with `-1` heads
+and derives the grouped-query ratio from the local tensor shapes.
+
+Shapes: B batch, T new tokens, S attended positions (T, or cache length), C model width,
+H query heads, Hkv key/value heads, D head dim, F feed-forward width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clusterlm.model.config import ModelConfig
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    """GPT-2 uses LayerNorm (with a bias when the model has biases); Llama uses RMSNorm."""
+    if cfg.style == "llama":
+        return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.use_bias)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of shape (max_seq_len, D) for rotary position embeddings.
+
+    Half-split convention (GPT-NeoX / HF Llama): dimension i pairs with i + D/2, so HF
+    Llama weights load without the interleave permutation Meta's original code needs.
+    Computed in fp32: positions up to 8k times frequencies lose precision in bf16.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    positions = torch.arange(max_seq_len, device=device, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq)  # (S, D/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (S, D)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, T, H, D) by per-position angles; cos/sin are (T, D)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # rotate_half
+    cos = cos[None, :, None, :].to(x.dtype)  # (1, T, 1, D)
+    sin = sin[None, :, None, :].to(x.dtype)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention with optional grouped-query key/value heads."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, hd, bias = cfg.d_model, cfg.head_dim, cfg.use_bias
+        self.head_dim = hd
+        self.dropout_p = cfg.dropout
+        self.wq = nn.Linear(d, cfg.n_head * hd, bias=bias)
+        self.wk = nn.Linear(d, cfg.kv_heads * hd, bias=bias)
+        self.wv = nn.Linear(d, cfg.kv_heads * hd, bias=bias)
+        self.wo = nn.Linear(cfg.n_head * hd, d, bias=bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: Any = None, start_pos: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        # -1 heads: after tensor parallelism each rank holds n_head / tp of them.
+        q = self.wq(x).view(B, T, -1, self.head_dim)  # (B, T, H, D)
+        k = self.wk(x).view(B, T, -1, self.head_dim)  # (B, T, Hkv, D)
+        v = self.wv(x).view(B, T, -1, self.head_dim)  # (B, T, Hkv, D)
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, D)
+        if cache is not None:
+            k, v = cache.update(k, v, start_pos)  # (B, Hkv, S, D) with S = start_pos + T
+        S = k.shape[2]
+        # is_causal aligns the mask to the top-left corner, which is right only when queries
+        # and keys start together (training, prefill). A single new token sees everything
+        # cached; a chunk appended to a cache needs the bottom-right-aligned mask spelled out.
+        mask, causal = None, False
+        if T == S:
+            causal = True
+        elif T > 1:
+            q_pos = torch.arange(S - T, S, device=x.device)[:, None]
+            mask = torch.arange(S, device=x.device)[None, :] <= q_pos  # (T, S) True = attend
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            enable_gqa=q.shape[1] != k.shape[1],
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H·D) — re-assemble heads
+        return self.resid_dropout(self.wo(y))
+
+
+class MLP(nn.Module):
+    """GPT-2 feed-forward: fc (w1) → GELU (tanh approximation, as GPT-2 was trained) → proj (w2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.use_bias)
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.use_bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # One fused GELU kernel instead of the seven elementwise ops of the written-out formula.
+        return self.dropout(self.w2(F.gelu(self.w1(x), approximate="tanh")))  # (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """Llama feed-forward: down(silu(gate(x)) · up(x)) — w1 gate, w3 up, w2 down."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.use_bias)
+        self.w3 = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=cfg.use_bias)
+        self.w2 = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.use_bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))  # (B, T, F) → (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attention(norm(x)), then h + feed_forward(norm(h))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention_norm = make_norm(cfg)
+        self.attention = Attention(cfg)
+        self.ffn_norm = make_norm(cfg)
+        self.feed_forward = SwiGLU(cfg) if cfg.style == "llama" else MLP(cfg)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: Any = None, start_pos: int = 0) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), rope, cache, start_pos)  # (B, T, C)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+    def init_weights(self, std: float, residual_std: float) -> None:
+        # Projections that write into the residual stream (wo, w2) get std/√(2L): each of the
+        # 2L of them adds to the same stream, so this keeps its variance from growing with
+        # depth (GPT-2 paper §2.3, nanoGPT).
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                last = name.rsplit(".", 1)[-1]
+                nn.init.normal_(module.weight, mean=0.0, std=residual_std if last in ("wo", "w2") else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+                module.reset_parameters()
+
+
+def residual_init_std(std: float, n_layer: int) -> float:
+    return std / math.sqrt(2 * n_layer)
+
+
+@contextmanager
+def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the RNG that initialises tensors on `device`, restoring the caller's RNG state after.
+
+    The global generator (not a private torch.Generator) is used on purpose: DTensor's
+    random ops after tensor/FSDP sharding draw from it, so init stays one code path.
+    """
+    accelerator = [device.index or 0] if device.type != "cpu" and device.type != "meta" else []
+    with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else "cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        if accelerator:
+            getattr(torch, device.type).manual_seed(seed)  # only this process's device
+        yield

@@ -1,0 +1,113 @@
+"""Decoder-only Transformer language model in two styles, chosen by `ModelConfig.style`.
+
+gpt2:  learned position table, LayerNorm, GELU MLP, biases (Radford et al. 2019)
+llama: rotary positions, RMSNorm, SwiGLU, grouped-query attention, no biases (Touvron et al. 2023)
+
+    tokens (B, T) → tok_embeddings (+ pos_embeddings) → layers["0".."L-1"] → norm → output → logits (B, T, V)
+
+The module is plain single-device PyTorch. To build a huge model without allocating it,
+construct it on the meta device, shard it, `to_empty(device=...)`, then `init_weights(seed)`
+(torchtitan's pattern); `init_weights` is the only place initial values come from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from clusterlm.model.config import ModelConfig
+from clusterlm.model.layers import Block, make_norm, residual_init_std, rope_tables, seeded_rng
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if not cfg.is_transformer:
+            raise ValueError(f"Transformer needs style gpt2 or llama, got {cfg.style}")
+        self.config = cfg
+        V, d = cfg.require_vocab(), cfg.d_model
+        self.tok_embeddings = nn.Embedding(V, d)
+        self.pos_embeddings = nn.Embedding(cfg.max_seq_len, d) if cfg.style == "gpt2" else None
+        self.dropout = nn.Dropout(cfg.dropout)
+        # A ModuleDict keyed "0".."L-1" (not a ModuleList) keeps state-dict keys stable when a
+        # pipeline stage deletes the layers it does not own (torchtitan's convention).
+        self.layers = nn.ModuleDict({str(i): Block(cfg) for i in range(cfg.n_layer)})
+        self.norm = make_norm(cfg)
+        self.output = nn.Linear(d, V, bias=False)
+        self.tie_weights()
+        # RoPE tables are derived data, not weights: non-persistent buffers stay out of
+        # checkpoints and are recomputed by init_weights after a meta-device build.
+        if cfg.style == "llama":
+            cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.rope_cos = self.rope_sin = None
+
+    def tie_weights(self) -> None:
+        """Share the output head with the token embedding (one V×d matrix, counted once)."""
+        if self.config.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+
+    def to_empty(self, *, device: torch.device | str | None, recurse: bool = True) -> Transformer:
+        # Moving off the meta device makes a new Parameter per module, which would silently
+        # untie the head from the embedding; re-tie so the two stay one tensor.
+        super().to_empty(device=device, recurse=recurse)
+        self.tie_weights()
+        return self
+
+    @torch.no_grad()
+    def init_weights(self, seed: int = 0) -> None:
+        """Seeded initialisation (same seed → same weights on the same device type)."""
+        cfg = self.config
+        device = self.tok_embeddings.weight.device
+        with seeded_rng(seed, device):
+            std = cfg.init_std
+            nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=std)
+            if self.pos_embeddings is not None:
+                nn.init.normal_(self.pos_embeddings.weight, mean=0.0, std=std)
+            residual_std = residual_init_std(std, cfg.n_layer)
+            for block in self.layers.values():
+                block.init_weights(std, residual_std)
+            self.norm.reset_parameters()
+            if not cfg.tie_embeddings:
+                nn.init.normal_(self.output.weight, mean=0.0, std=std)
+        self.init_buffers()
+
+    @torch.no_grad()
+    def init_buffers(self) -> None:
+        """Recompute derived buffers (RoPE tables) — needed after `to_empty`, before loading weights."""
+        if self.rope_cos is not None:
+            cfg = self.config
+            cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope_cos.device)
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+
+
+    def forward(self, tokens: torch.Tensor, kv_cache: Any = None, start_pos: int = 0) -> torch.Tensor:
+        """Logits (B, T, V) for tokens (B, T) at positions start_pos … start_pos + T − 1.
+
+        With `kv_cache` (see `clusterlm.generate.kv_cache.KVCache`) each attention layer appends
+        this chunk's keys/values at `start_pos` and attends over everything cached so far.
+        """
+        B, T = tokens.shape
+        end = start_pos + T
+        if end > self.config.max_seq_len:
+            raise ValueError(
+                f"positions up to {end} exceed the model's context of {self.config.max_seq_len} tokens"
+            )
+        x = self.tok_embeddings(tokens)  # (B, T, C)
+        rope = None
+        if self.pos_embeddings is not None:
+            positions = torch.arange(start_pos, end, device=tokens.device)
+            x = x + self.pos_embeddings(positions)  # (T, C) broadcast over B
+        else:
+            rope = (self.rope_cos[start_pos:end], self.rope_sin[start_pos:end])  # (T, D) each
+        x = self.dropout(x)
+        for i, block in self.layers.items():
+            cache = kv_cache.layer(int(i)) if kv_cache is not None else None
+            x = block(x, rope, cache, start_pos)
+        x = self.norm(x)  # (B, T, C)
+        return self.output(x)  # (B, T, V)
