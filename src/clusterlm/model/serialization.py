@@ -138,6 +138,12 @@ def load_weights_bytes(model: nn.Module, data: bytes, where: Path) -> None:
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{where} is corrupted or not a safetensors file ({exc})") from None
+    load_state(model, tensors, where)
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """Strict `load_state_dict` with one-line CheckpointErrors naming the first mismatch."""
+    tensors = dict(tensors)
     expected = model.state_dict()
     # Tied parameters appear under every name in the state dict but are stored once.
     aliases = _alias_groups(expected)
