@@ -23,11 +23,17 @@ class DataConfig(Section):
     dir: str | None = None
     # Inputs for `prepare`: files, directories, globs. Empty = the embedded default corpus.
     inputs: list[str] = Field(default_factory=list)
-    jsonl_field: str = "text"
-    vocab_size: int = Field(default=8192, ge=260, le=1_000_000)
+    jsonl_field: str = "text"  # JSONL text field; dotted for nested objects (`meta.body`)
+    # 256 byte symbols + <|endoftext|> + <|pad|> is the smallest byte-level BPE.
+    vocab_size: int = Field(default=8192, ge=258, le=1_000_000)
     tokenizer: str | None = None  # reuse an existing tokenizer.json instead of training one
+    # Train the tokenizer on a hash-sampled subset of about this many MB (None = everything).
+    tokenizer_sample_mb: float | None = Field(default=None, gt=0)
+    # Stop reading input after this many MB (decompressed); None = all of it.
+    max_input_mb: float | None = Field(default=None, gt=0)
     val_fraction: float = Field(default=0.02, ge=0.0, lt=1.0)
     seed: int = 0
+    # Encoding processes; 1 encodes in this process (the tokenizer still uses all cores).
     workers: int = Field(default=1, ge=1)
     shard_tokens: int = Field(default=1 << 24, ge=1024)  # tokens per shard file
     clean: CleanConfig = Field(default_factory=CleanConfig)
