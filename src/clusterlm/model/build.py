@@ -14,10 +14,13 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> nn.Modu
     On "meta" nothing is allocated (parameter counting, planning, or sharding before
     materialising); then call `model.to_empty(device=...)` and `model.init_weights(seed)`.
     On a real device the model comes back initialised with seed 0 (call `init_weights(seed)`
-    for another): it is built on meta first so no time goes into a random init thrown away.
+    for another).
     """
     cfg.require_vocab()
-    with torch.device("meta"):
+    # Built directly on the device rather than via meta + to_empty: torch's first meta-tensor
+    # init imports its Python reference kernels (~1 s), more than the discarded default init
+    # costs for models that fit one device.
+    with torch.device(device):
         if cfg.is_transformer:
             from clusterlm.model.transformer import Transformer
 
@@ -27,6 +30,5 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> nn.Modu
 
             model = RecurrentLM(cfg)
     if torch.device(device).type != "meta":
-        model.to_empty(device=device)
         model.init_weights(0)
     return model

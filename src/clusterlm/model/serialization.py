@@ -175,13 +175,10 @@ def _alias_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
 
 
 def materialize(cfg: ModelConfig, device: torch.device | str) -> nn.Module:
-    """An uninitialised model on `device` (meta build + to_empty: no wasted random init)."""
+    """A model on `device` whose weights are about to be overwritten by a load."""
     from clusterlm.model.build import build_model
 
-    model = build_model(cfg, device="meta")
-    model.to_empty(device=device)
-    model.init_buffers()
-    return model
+    return build_model(cfg, device=device)
 
 
 def load_model_dir(path: str | Path, device: torch.device | str = "cpu", verify: bool = True) -> LoadedModel:
