@@ -40,6 +40,7 @@ class LoadedModel:
     tokenizer: Any | None  # tokenizers.Tokenizer, when the checkpoint carries one
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path = Path()
+    tokenizer_path: Path | None = None  # the file `tokenizer` came from
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ def load_model_dir(path: str | Path, device: torch.device | str = "cpu", verify:
         from clusterlm.model.hf import load_hf_dir
 
         loaded = load_hf_dir(ckpt, device=device)
-        return LoadedModel(loaded.model, loaded.config, _load_tokenizer(ckpt / TOKENIZER_FILE), {}, ckpt)
+        return _loaded(loaded.model, loaded.config, ckpt / TOKENIZER_FILE, {}, ckpt)
     meta = read_meta(ckpt)
     cfg = config_from_meta(meta, ckpt / META_FILE)
     weights = ckpt / WEIGHTS_FILE
@@ -204,7 +205,13 @@ def load_model_dir(path: str | Path, device: torch.device | str = "cpu", verify:
     model = materialize(cfg, device)
     load_weights_bytes(model, data, weights)
     model.eval()
-    return LoadedModel(model, cfg, _load_tokenizer(ckpt / TOKENIZER_FILE), meta, ckpt)
+    return _loaded(model, cfg, ckpt / TOKENIZER_FILE, meta, ckpt)
+
+
+def _loaded(model: nn.Module, cfg: ModelConfig, tokenizer_path: Path, meta: dict[str, Any],
+            path: Path) -> LoadedModel:
+    tokenizer = _load_tokenizer(tokenizer_path)
+    return LoadedModel(model, cfg, tokenizer, meta, path, tokenizer_path if tokenizer is not None else None)
 
 
 def _load_tokenizer(path: Path) -> Any | None:
@@ -260,4 +267,4 @@ def load_single_file(path: Path, device: torch.device | str = "cpu") -> LoadedMo
     model = materialize(cfg, device)
     load_weights_bytes(model, path.read_bytes(), path)
     model.eval()
-    return LoadedModel(model, cfg, _load_tokenizer(path.with_suffix(".tokenizer.json")), meta, path)
+    return _loaded(model, cfg, path.with_suffix(".tokenizer.json"), meta, path)
