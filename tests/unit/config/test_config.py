@@ -16,7 +16,7 @@ def test_dotted_override_sets_typed_value():
 
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("model:\n  preset: tiny\n  n_layer: 3\ntrain:\n  max_steps: 7\n")
+    path.write_text("model:\n  preset: tiny\n  n_layer: 3\ntrain:\n  max_steps: 7\n  warmup_steps: 2\n")
     cfg = load_run_config(path, ["train.max_steps=9"])
     assert cfg.model.n_layer == 3  # explicit key beats the preset
     assert cfg.train.max_steps == 9
