@@ -20,6 +20,7 @@ import gzip
 import io
 import lzma
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,7 @@ def open_binary(f: InputFile) -> IO[bytes]:
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError, EOFError, lzma.LZMAError]
+    errors: list[type[BaseException]] = [OSError, EOFError, lzma.LZMAError, zlib.error]
     try:
         import zstandard
 
