@@ -99,23 +99,22 @@ class LocalBackend:
 
 
 def load_weights(directory: Path, model: nn.Module) -> None:
-    """Load `model.safetensors` into an already-built model of the same config."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
+    """Load `model.safetensors` into an already-built model, checking its sha256 from meta.json."""
+    import hashlib
 
-    path = Path(directory) / "model.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"{directory} has no model.safetensors")
+    from clusterlm.model.serialization import WEIGHTS_FILE, load_weights_bytes, read_meta
+
+    directory = Path(directory)
+    meta = read_meta(directory)
+    path = directory / WEIGHTS_FILE
     try:
-        missing, unexpected = load_model(model, str(path), strict=False)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is corrupted or unreadable ({exc})") from None
-    except RuntimeError as exc:  # shape mismatch
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"{path} does not match the model config: {first}") from None
-    if missing or unexpected:
-        what = f"missing {sorted(missing)[:3]}" if missing else f"unexpected {sorted(unexpected)[:3]}"
-        raise CheckpointError(f"{path} does not match the model config ({what})")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}") from None
+    expected = meta.get("weights_sha256")
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise CheckpointError(f"{path} is corrupted (sha256 differs from the one in meta.json)")
+    load_weights_bytes(model, data, path)
 
 
 def load_train_state(directory: Path) -> dict[str, Any]:

@@ -62,7 +62,8 @@ class MetricsLogger:
         if resume_step is not None:
             # Records written after the checkpoint we resume from describe steps that will be
             # redone; drop them so the file reads as one uninterrupted run.
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            kept = [r for r in read_metrics(self.path)
+                    if r.get("step", 0) <= resume_step and r.get("kind") != "summary"]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif self.path.exists():
             self.path.unlink()

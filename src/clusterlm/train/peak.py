@@ -69,7 +69,9 @@ def device_peak_flops(device: torch.device, dtype: str, cache_dir: str | Path | 
 
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     n = measure_n if device.type != "cuda" else max(measure_n, 4096)
-    flops = measure_matmul_flops(torch_dtype, device, n=n)
+    # fork_rng: the probe's random matrices must not shift the run's RNG (dropout masks).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        flops = measure_matmul_flops(torch_dtype, device, n=n)
     if cache is not None and os.access(cache.parent, os.W_OK):
         atomic_write_json(cache, {**cached, key: flops})
     return PeakFlops(flops, "measured", name, dtype)

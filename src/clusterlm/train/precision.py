@@ -102,6 +102,7 @@ def cpu_matmul_speeds(n: int = 256, min_seconds: float = 0.05) -> tuple[float, f
     """(fp32, bf16) FLOP/s of a small CPU matmul; ~0.2 s even where bf16 is emulated."""
     from clusterlm.cluster.probe import measure_matmul_flops
 
-    fp32 = measure_matmul_flops(torch.float32, "cpu", n=n, min_seconds=min_seconds)
-    bf16 = measure_matmul_flops(torch.bfloat16, "cpu", n=n, min_seconds=min_seconds)
+    with torch.random.fork_rng(devices=[]):  # the probe's random matrices must not shift the run's RNG
+        fp32 = measure_matmul_flops(torch.float32, "cpu", n=n, min_seconds=min_seconds)
+        bf16 = measure_matmul_flops(torch.bfloat16, "cpu", n=n, min_seconds=min_seconds)
     return fp32, bf16

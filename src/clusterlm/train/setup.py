@@ -161,54 +161,22 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
 
 
 def load_init_weights(model: nn.Module, model_cfg: ModelConfig, source: str | Path) -> Path:
-    """`train.init_from`: weights only (no optimizer state) from a checkpoint, run dir or HF dir."""
-    source = Path(source)
-    if source.is_dir() and (source / "config.json").is_file() and not (source / "meta.json").is_file():
-        return _load_hf_weights(model, model_cfg, source)
-    from clusterlm.model.serialization import resolve_checkpoint
-    from clusterlm.train.checkpoint import load_weights
+    """`train.init_from`: weights only (no optimizer state) from a checkpoint, run dir,
+    single-file export or HF model dir; the architecture must match the run's model config."""
+    from clusterlm.model.serialization import load_model_dir
 
-    ckpt = resolve_checkpoint(source)
-    meta = read_meta(ckpt)
-    diffs = same_weights_config(model_cfg, meta.get("model", {}))
+    loaded = load_model_dir(source, device="cpu")
+    diffs = same_weights_config(model_cfg, loaded.config)
     if diffs:
         raise CheckpointError(
-            f"train.init_from {ckpt} holds a different model config ({describe_mismatch(diffs)}); "
+            f"train.init_from {loaded.path} holds a different model config ({describe_mismatch(diffs)}); "
             "use a matching model config"
         )
-    load_weights(ckpt, model)
-    return ckpt
-
-
-def _load_hf_weights(model: nn.Module, model_cfg: ModelConfig, source: Path) -> Path:
-    try:
-        from clusterlm.model.hf import load_hf_dir
-    except ImportError:
-        raise CheckpointError(f"train.init_from {source} looks like an HF model dir, but HF import "
-                              "is not available in this install") from None
-    loaded = load_hf_dir(source)
-    hf_model = getattr(loaded, "model", loaded)
-    hf_cfg = getattr(loaded, "config", None)
-    if hf_cfg is not None:
-        diffs = same_weights_config(model_cfg, hf_cfg)
-        if diffs:
-            raise CheckpointError(
-                f"train.init_from {source} holds a different model config ({describe_mismatch(diffs)})"
-            )
-    try:
-        model.load_state_dict(hf_model.state_dict(), strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"train.init_from {source}: weights do not match the model ({exc})") from None
-    return source
+    model.load_state_dict(loaded.model.state_dict(), strict=True)
+    return loaded.path
 
 
 def read_meta(ckpt_dir: Path) -> dict[str, Any]:
-    import json
+    from clusterlm.model.serialization import read_meta as _read_meta
 
-    path = Path(ckpt_dir) / "meta.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{ckpt_dir} has no meta.json (not a clusterlm checkpoint)") from None
-    except (OSError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} is corrupted (not valid JSON)") from None
+    return _read_meta(Path(ckpt_dir))

@@ -223,7 +223,9 @@ class Trainer:
             if window:
                 self._log_train(window, self.schedule.lr_at(max(state.step - 1, 0), state.elapsed_s))
             if stop_reason != "already_complete":
-                if last_val_step != state.step:
+                # An interrupted run skips the extra validation: it would change the
+                # early-stopping counters and break bitwise-exact resume.
+                if last_val_step != state.step and stop_reason != "interrupted":
                     self.validate()
                 last_ckpt = self._save()
         finally:
