@@ -1,10 +1,31 @@
-"""Measure this machine: matmul FLOP/s (used for MFU by training and for `cluster probe`)."""
+"""Measure this machine: matmul FLOP/s, memory bandwidth, disk, loopback all-reduce, runtime overhead.
+
+`measure_matmul_flops` is also used by training for MFU on devices the catalog does not know.
+`probe(...)` runs every measurement and `probe_spec(...)` turns the results into a cluster spec
+(one node, one "accelerator" = this CPU or GPU as one training process uses it) that
+`clusterlm plan --cluster` accepts. Every measurement is short and bounded: multi-process
+all-reduce runs two gloo processes on 127.0.0.1 with a free port and hard timeouts.
+"""
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from clusterlm.errors import DistributedError
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def measure_matmul_flops(
@@ -35,3 +56,284 @@ def measure_matmul_flops(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _best_time(fn, min_seconds: float, device: torch.device, min_reps: int = 3) -> float:
+    fn()
+    _sync(device)
+    best, reps = float("inf"), 0
+    deadline = time.perf_counter() + min_seconds
+    while reps < min_reps or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+        reps += 1
+    return best
+
+
+def measure_gemm_table(dtype: torch.dtype = torch.float32, device: str = "cpu",
+                       sizes: tuple[int, ...] = (64, 128, 256, 512, 1024), min_seconds: float = 0.15,
+                       ) -> list[tuple[float, float]]:
+    """(GFLOP, achieved FLOP/s) of square GEMMs of each size: the size-dependent efficiency curve."""
+    dev = torch.device(device)
+    out = []
+    for n in sizes:
+        a = torch.randn(n, n, dtype=dtype, device=dev)
+        b = torch.randn(n, n, dtype=dtype, device=dev)
+        t = _best_time(lambda a=a, b=b: torch.matmul(a, b), min_seconds, dev)
+        out.append((2.0 * n**3 / 1e9, 2.0 * n**3 / t))
+    return out
+
+
+def measure_memory_bandwidth(nbytes: int = 1 << 27, device: str = "cpu", min_seconds: float = 0.3) -> float:
+    """Bytes/s of a large tensor copy (read + write counted), best of repeats."""
+    dev = torch.device(device)
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)
+    dst = torch.empty_like(src)
+    t = _best_time(lambda: dst.copy_(src), min_seconds, dev)
+    return 2.0 * src.numel() * 4 / t
+
+
+def measure_kernel_overhead(device: str = "cpu", reps: int = 2000) -> float:
+    """Seconds per tiny eager op (dispatch + launch): the fixed cost every kernel pays."""
+    dev = torch.device(device)
+    a = torch.ones(8, device=dev)
+    for _ in range(50):
+        a.add(1.0)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a.add(1.0)
+    _sync(dev)
+    return (time.perf_counter() - t0) / reps
+
+
+def measure_attention_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, batch: int = 4, heads: int = 8,
+                            seq: int = 256, head_dim: int = 64, min_seconds: float = 0.2) -> float:
+    """Executed FLOP/s of causal scaled-dot-product attention (the fused kernel training uses)."""
+    import torch.nn.functional as F
+
+    dev = torch.device(device)
+    q, k, v = (torch.randn(batch, heads, seq, head_dim, dtype=dtype, device=dev) for _ in range(3))
+    t = _best_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), min_seconds, dev)
+    executed = 4.0 * batch * heads * seq * seq * head_dim / 2  # QKᵀ and AV, causal half
+    return executed / t
+
+
+def measure_disk(directory: str | Path, nbytes: int = 1 << 27) -> tuple[float, float]:
+    """(write, read) bytes/s of a file in `directory`; fsync'd write, page cache dropped before reading."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(1 << 20) * (nbytes >> 20)
+    fd, path = tempfile.mkstemp(prefix=".clusterlm-probe-", dir=directory)
+    try:
+        t0 = time.perf_counter()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        write = len(data) / (time.perf_counter() - t0)
+        with open(path, "rb") as fh:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            t0 = time.perf_counter()
+            while fh.read(1 << 24):
+                pass
+            read = len(data) / (time.perf_counter() - t0)
+    finally:
+        os.unlink(path)
+    return write, read
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _allreduce_worker(rank: int, world: int, port: int, sizes: list[int], reps: int, queue) -> None:
+    import torch.distributed as dist
+
+    try:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=30))
+        results = {}
+        for nbytes in sizes:
+            t = torch.ones(max(1, nbytes // 4), dtype=torch.float32)
+            dist.all_reduce(t)  # warm-up
+            dist.barrier()
+            best = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                dist.all_reduce(t)
+                best = min(best, time.perf_counter() - t0)
+            results[nbytes] = best
+        dist.destroy_process_group()
+        if rank == 0:
+            queue.put(results)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def measure_allreduce(world: int = 2, sizes: tuple[int, ...] = (8, 1 << 22), reps: int = 5,
+                      timeout_s: float = 60.0) -> dict[int, float]:
+    """Best seconds per all-reduce of each byte size over `world` gloo processes on 127.0.0.1."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_allreduce_worker, args=(r, world, port, list(sizes), reps, queue), daemon=True)
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    try:
+        result = queue.get(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - queue.Empty on timeout
+        result = {"error": f"no result within {timeout_s:.0f} s"}
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+    if "error" in result:
+        raise DistributedError(f"loopback all-reduce probe failed: {result['error']}")
+    return result
+
+
+def measure_runtime_overhead_gib(timeout_s: float = 120.0) -> float:
+    """Peak RSS of a fresh training-stack process after a tiny forward/backward (the baseline)."""
+    code = (
+        "import resource, torch\n"
+        "try:\n    import clusterlm.train.trainer\nexcept Exception:\n    pass\n"
+        "x = torch.randn(64, 64, requires_grad=True); (x @ x).sum().backward()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) * 1024 / 2**30
+
+
+@dataclass
+class ProbeResult:
+    device: str
+    device_name: str
+    threads: int
+    matmul_flops: dict[str, float] = field(default_factory=dict)
+    gemm_table: list[tuple[float, float]] = field(default_factory=list)  # (GFLOP, FLOP/s) fp32
+    attention_flops: float | None = None
+    memory_bandwidth: float = 0.0
+    kernel_overhead_s: float = 0.0
+    disk_write: float | None = None
+    disk_read: float | None = None
+    disk_dir: str | None = None
+    allreduce_latency_s: float | None = None
+    allreduce_bus_bandwidth: float | None = None
+    runtime_overhead_gib: float | None = None
+    host_memory_gib: float = 0.0
+    cpu_model: str = ""
+    cpu_cores: int = 1
+    disk_free_tb: float | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def probe(device: str = "cpu", *, quick: bool = False, disk_dir: str | Path | None = ".",
+          allreduce: bool = True, runtime: bool = True) -> ProbeResult:
+    """Run the measurements (≈ 5–15 s; `quick` shortens every timing)."""
+    import psutil
+
+    t_start = time.perf_counter()
+    dev = torch.device(device)
+    secs = 0.05 if quick else 0.3
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
+    res = ProbeResult(device=str(dev), device_name=name, threads=torch.get_num_threads(), cpu_model=_cpu_model(),
+                      cpu_cores=os.cpu_count() or 1, host_memory_gib=psutil.virtual_memory().total / 2**30)
+    n = 512 if quick else 1024
+    for key in ("fp32", "bf16"):
+        res.matmul_flops[key] = measure_matmul_flops(_DTYPES[key], dev, n=n if key == "fp32" else min(n, 512),
+                                                     min_seconds=secs)
+    sizes = (64, 128, 256, 512) if quick else (64, 128, 256, 512, 1024)
+    res.gemm_table = measure_gemm_table(torch.float32, device, sizes=sizes, min_seconds=secs / 2)
+    res.attention_flops = measure_attention_flops(device, min_seconds=secs / 2, seq=128 if quick else 256)
+    res.memory_bandwidth = measure_memory_bandwidth(1 << (25 if quick else 27), device, min_seconds=secs)
+    res.kernel_overhead_s = measure_kernel_overhead(device)
+    if disk_dir is not None:
+        res.disk_write, res.disk_read = measure_disk(disk_dir, 1 << (24 if quick else 27))
+        res.disk_dir = str(Path(disk_dir).resolve())
+        res.disk_free_tb = psutil.disk_usage(str(disk_dir)).free / 1e12
+    if allreduce:
+        times = measure_allreduce(2, sizes=(8, 1 << (20 if quick else 22)), reps=3 if quick else 5)
+        small, large = sorted(times)
+        res.allreduce_latency_s = times[small]
+        # Ring bus bandwidth: 2(n−1)/n · bytes / time, n = 2.
+        res.allreduce_bus_bandwidth = large / max(times[large] - times[small], 1e-9)
+    if runtime and dev.type == "cpu":
+        res.runtime_overhead_gib = measure_runtime_overhead_gib()
+    res.seconds = time.perf_counter() - t_start
+    return res
+
+
+def probe_spec(res: ProbeResult, name: str = "this machine (probed)") -> dict[str, Any]:
+    """A cluster spec (plain dict, `ClusterSpec` schema) describing the probed machine."""
+    peak_fp32 = max([res.matmul_flops.get("fp32", 0.0)] + [f for _, f in res.gemm_table])
+    table = [[round(g, 6), round(f / peak_fp32, 4)] for g, f in res.gemm_table]
+    is_cpu = res.device.startswith("cpu")
+    accelerator: dict[str, Any] = {
+        "name": "cpu-probed" if is_cpu else "gpu-probed",
+        "display": f"{res.device_name} ({res.threads} threads)" if is_cpu else res.device_name,
+        "kind": "cpu" if is_cpu else "gpu",
+        "peak_tflops": {k: round(v / 1e12, 6) for k, v in res.matmul_flops.items()},
+        "memory_gib": round(res.host_memory_gib, 2),
+        "memory_bandwidth_gb_s": round(res.memory_bandwidth / 1e9, 3),
+        # The peaks and bandwidth are what this machine sustains, so the efficiencies are 1; the
+        # measured GEMM table carries the size dependence.
+        "gemm_efficiency": 1.0,
+        "memory_efficiency": 1.0,
+        "kernel_overhead_us": round(res.kernel_overhead_s * 1e6, 2),
+        "gemm_table": table,
+        "tdp_w": 65.0 if is_cpu else 300.0,
+        "source": f"clusterlm cluster probe, {datetime.date.today().isoformat()}",
+    }
+    if res.attention_flops:
+        accelerator["attention_efficiency"] = round(min(1.0, res.attention_flops / peak_fp32), 4)
+    if res.runtime_overhead_gib is not None:
+        accelerator["runtime_overhead_gib"] = round(res.runtime_overhead_gib, 3)
+    spec: dict[str, Any] = {
+        "name": name,
+        "description": f"{res.cpu_model}, {res.cpu_cores} cores, {res.host_memory_gib:.0f} GiB, measured",
+        "nodes": 1,
+        "node": {
+            "accelerator": accelerator,
+            "accelerators_per_node": 1,
+            "cpu": res.cpu_model,
+            "cpu_cores": res.cpu_cores,
+            "host_memory_gib": round(res.host_memory_gib, 2),
+        },
+        "network": {"type": "none", "nics_per_node": 0},
+        "pue": 1.0,
+        "measured": {k: v for k, v in res.as_dict().items() if k not in ("gemm_table",)},
+    }
+    if res.allreduce_bus_bandwidth:
+        # Loopback all-reduce between processes: what a multi-process run on this machine gets.
+        spec["node"]["intra_node"] = {"bandwidth_gb_s": round(res.allreduce_bus_bandwidth / 1e9, 4),
+                                      "latency_us": round((res.allreduce_latency_s or 0) * 1e6 / 2, 2),
+                                      "efficiency": 1.0}
+    if res.disk_write and res.disk_read:
+        spec["storage"] = {"read_gb_s": round(res.disk_read / 1e9, 4), "write_gb_s": round(res.disk_write / 1e9, 4),
+                           "capacity_tb": round(res.disk_free_tb or 0.001, 4) or 0.001}
+    return spec

@@ -112,3 +112,22 @@ def mfu(tokens_per_s: float, cfg: ModelConfig, seq_len: int, peak_flops: float) 
     if peak_flops <= 0:
         raise ValueError("peak_flops must be positive")
     return tokens_per_s * flops_per_token(cfg, seq_len) / peak_flops
+
+
+def recompute_flops_per_token(cfg: ModelConfig, seq_len: int | None = None, mode: str = "none") -> float:
+    """Extra FLOPs per token that activation recomputation executes (hardware, not model, FLOPs).
+
+    "full" re-runs every block's forward (dense matmuls and attention); "selective" re-runs
+    only attention's QKᵀ/softmax/AV (Korthikanti et al. 2022). With full recompute,
+    `flops_per_token + recompute_flops_per_token` equals Megatron's
+    96·B·s·L·h²·(1 + s/(6h) + V/(16·L·h)) per token (Narayanan et al. 2021, eq. 3).
+    """
+    if mode == "none" or not cfg.is_transformer:
+        return 0.0
+    s = seq_len if seq_len is not None else cfg.max_seq_len
+    attention = 4.0 * cfg.n_layer * cfg.d_model * s
+    if mode == "selective":
+        return attention
+    if mode == "full":
+        return 2.0 * param_breakdown(cfg).block_matmul + attention
+    raise ValueError(f"unknown recompute mode {mode!r} (none | selective | full)")
