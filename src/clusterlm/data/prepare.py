@@ -159,7 +159,7 @@ def _obtain_tokenizer(
         seen: set[bytes] = set()
         with _progress("tokenizer", estimate, quiet) as bar:
             for result in ordered_map(spec, _batches(files, cap_bytes), config.workers):
-                _tick(bar, result)
+                _tick(bar, result, used["docs"] + len(result.keys))
                 assert result.texts is not None
                 for key, nbytes, text in zip(result.keys, result.nbytes, result.texts):
                     if config.clean.dedup:
@@ -200,7 +200,7 @@ def _encode(
     seen: set[bytes] = set()
     with _progress("encode", estimate, quiet) as bar:
         for result in ordered_map(spec, _batches(files, cap_bytes), config.workers):
-            _tick(bar, result)
+            _tick(bar, result, stats.docs_in + result.docs_in)
             stats.raw_bytes += result.raw_bytes
             stats.docs_in += result.docs_in
             stats.clean_counts.update(result.clean_counts)
@@ -225,8 +225,6 @@ def _encode(
             for name, parts in pieces.items():
                 if parts:
                     writers[name].append(np.concatenate(parts))
-            if bar is not None:
-                bar.set_postfix(docs=stats.docs_kept, refresh=False)
     shards = {name: w.close() for name, w in writers.items()}
     return stats, shards, dtype
 
@@ -285,14 +283,21 @@ def _progress(desc: str, total_bytes: int, quiet: bool) -> Iterator[Any]:
         return
     from tqdm import tqdm
 
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        size = os.terminal_size((0, 0))
+    # A terminal that reports a 0×0 size (fresh ptys, some CI shells) would hide the bar.
     bar = tqdm(total=total_bytes or None, desc=desc, unit="B", unit_scale=True, unit_divisor=1000,
-               file=sys.stderr, dynamic_ncols=True, leave=False)
+               file=sys.stderr, leave=False, ncols=size.columns or 100, nrows=size.lines or 24,
+               postfix={"docs": 0})
     try:
         yield bar
     finally:
         bar.close()
 
 
-def _tick(bar: Any, result: BatchResult) -> None:
+def _tick(bar: Any, result: BatchResult, docs: int) -> None:
     if bar is not None:
+        bar.set_postfix(docs=docs, refresh=False)
         bar.update(result.raw_bytes)
