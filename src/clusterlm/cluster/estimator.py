@@ -413,6 +413,43 @@ def _memory(workload: Workload, cluster: Cluster, e: Execution, m: int, sp: bool
     return first if first_total >= last.total else last
 
 
+def comm_bytes_per_step(workload: Workload, execution: Execution) -> dict[str, float]:
+    """Bytes each rank sends per optimizer step, by parallelism (ring algorithms).
+
+    dp: DDP all-reduce of the gradients (2(n−1)/n · G), or with ZeRO-2/3 a reduce-scatter per
+        micro-batch ((n−1)/n · G each) plus, for ZeRO-3, two weight all-gathers per micro-batch
+        (three with full recompute), and for ZeRO-1/2 one all-gather of the updated weights;
+    tp: the Megatron collectives on b·s·h activations per layer and micro-batch;
+    pp: activation forward + gradient backward per micro-batch and chunk boundary.
+    Gradient bytes G use the execution's gradient dtype; weights its compute precision.
+    """
+    cfg, e = workload.model, execution
+    t, p, d = e.tp, e.pp, e.dp
+    m = workload.global_batch // (d * e.micro_batch)
+    elem = ELEM_BYTES[e.precision]
+    state = StateBytes.of(e.precision, e.grad_dtype)
+    sp_params = stage_params(cfg, t, p)
+    params = max(sp_params.first, sp_params.last)
+    grads, weights = params * state.grads, params * elem
+    ring = (d - 1) / d if d > 1 else 0.0
+    if e.zero <= 1:
+        dp = 2 * ring * grads
+    else:
+        dp = m * ring * grads
+    if e.zero in (1, 2):
+        dp += ring * weights
+    if e.zero == 3:
+        dp += (3 if e.recompute == "full" else 2) * m * ring * weights
+    act = elem * e.micro_batch * workload.seq_len * cfg.d_model
+    tp_ring = (t - 1) / t if t > 1 else 0.0
+    per_layer = (2 * 2 + (2 if e.recompute == "full" else 0)) * 2 * tp_ring * act  # all-reduces
+    if e.sequence_parallel and t > 1:  # all-gathers + reduce-scatters, same volume, plus the AG redo
+        per_layer += (0 if e.recompute == "full" else 2) * tp_ring * act
+    tp_bytes = m * (cfg.n_layer // p) * per_layer
+    pp_bytes = m * 2 * e.interleave * (act / t if t > 1 else act) if p > 1 else 0.0
+    return {"dp": dp, "tp": tp_bytes, "pp": pp_bytes}
+
+
 @dataclass(frozen=True)
 class RunTotals:
     """Whole-run figures derived from one step's estimate and the cluster's power, price, storage."""
