@@ -255,7 +255,7 @@ def _validate(args: argparse.Namespace) -> int:
     from clusterlm.cluster import validation
     from clusterlm.cluster.report import validation_table
 
-    groups = validation.all_rows()
+    groups = {**validation.all_rows(), **validation.out_of_sample_rows()}
     if args.json:
         print(json.dumps({name: {"mean_abs_error": validation.mean_abs_error(rows),
                                  "rows": [{"case": r.case, "quantity": r.quantity, "published": r.published,

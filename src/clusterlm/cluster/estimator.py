@@ -22,7 +22,7 @@ training run's MFU use one definition.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from clusterlm.cluster import comms
 from clusterlm.cluster.compute import (
@@ -35,12 +35,9 @@ from clusterlm.cluster.compute import (
 )
 from clusterlm.cluster.memory import (
     RECOMPUTE_MODES,
-    ActivationShape,
     MemoryBreakdown,
     StateBytes,
-    in_flight_factor,
-    layer_activation_bytes,
-    shard,
+    memory_breakdown,
     stage_params,
 )
 from clusterlm.cluster.spec import Cluster
@@ -347,7 +344,10 @@ def estimate(workload: Workload, cluster: Cluster, execution: Execution) -> Esti
         optimizer=opt_time,
     )
 
-    memory = _memory(workload, cluster, e, m, sp, flash, elem, state)
+    memory = memory_breakdown(
+        cfg, seq_len=s, tp=t, pp=p, dp=d, micro_batch=b, interleave=v, micro_batches=m, sequence_parallel=sp,
+        flash=flash, recompute=e.recompute, zero=e.zero, elem_bytes=elem, state=state,
+        runtime_bytes=cluster.acc.runtime_overhead_gib * 2**30, capacity_bytes=cluster.acc.memory_bytes)
     tokens = workload.tokens_per_step
     model_flops = flops_per_token(cfg, s) * tokens
     hw_flops = model_flops + recompute_flops_per_token(cfg, s, e.recompute) * tokens
@@ -359,58 +359,6 @@ def estimate(workload: Workload, cluster: Cluster, execution: Execution) -> Esti
         layer_activations_gib=memory.activations / 2**30,
         extras={"stage_times_s": stage_totals, "layer_fwd_s": lt.fwd, "layer_bwd_s": lt.bwd},
     )
-
-
-def _memory(workload: Workload, cluster: Cluster, e: Execution, m: int, sp: bool, flash: bool, elem: int,
-            state: StateBytes) -> MemoryBreakdown:
-    cfg = workload.model
-    t, p, d, b, s = e.tp, e.pp, e.dp, e.micro_batch, workload.seq_len
-    V, h = cfg.require_vocab(), cfg.d_model
-    shape = ActivationShape(b=b, s=s, h=h, heads=cfg.n_head, kv_heads=cfg.kv_heads, head_dim=cfg.head_dim,
-                            ff=cfg.ffn_dim, gated=cfg.style == "llama", dropout=cfg.dropout > 0, t=t, sp=sp,
-                            flash=flash, elem_bytes=elem)
-    per_layer = layer_activation_bytes(shape, e.recompute)
-    layers = cfg.n_layer // p
-    in_flight = in_flight_factor(p, m, e.interleave)
-    params = stage_params(cfg, t, p)
-    rep = t if sp else 1
-    sbh = s * b * h
-    mask = 1 if cfg.dropout > 0 else 0
-    # Output layer: its input and the fp32 logits the loss keeps (plus the cast copy when the
-    # logits come out in 16-bit), for the one micro-batch in flight on the last stage.
-    logits = s * b * V / t * (4 + (elem if elem < 4 else 0))
-    last_extra = 2 * elem * sbh / rep + logits
-    first_extra = (mask + elem) * sbh / rep * in_flight  # embedding output (and its dropout mask)
-    # Working buffers beyond what is kept for backward: the recomputed layer (full: one layer's
-    # complete activations; selective: its attention scores), gradient of the largest activation,
-    # the loss backward's fp32 gradient, ZeRO-3's gathered layers, communication buckets.
-    full_layer = layer_activation_bytes(shape, "none")
-    recompute_buf = {"none": 0.0, "selective": full_layer - per_layer if not flash else 0.0,
-                     "full": full_layer}[e.recompute]
-    grad_buf = 2 * elem * s * b * max(cfg.ffn_dim * (2 if cfg.style == "llama" else 1), h) / t
-    gather_buf = 2 * params.largest_layer * elem / t if e.zero == 3 and d > 1 else 0.0
-    bucket = 2 * 25 * 2**20 if d > 1 else 0.0
-
-    def stage_total(param_count: float, extra: float, loss_grad: float) -> tuple[MemoryBreakdown, float]:
-        weights = shard(param_count * state.weights, d, e.zero >= 3)
-        grads = shard(param_count * state.grads, d, e.zero >= 2)
-        optimizer = shard(param_count * state.optimizer, d, e.zero >= 1)
-        temporary = max(recompute_buf + grad_buf, loss_grad) + gather_buf + bucket
-        mb = MemoryBreakdown(
-            weights=weights, grads=grads, optimizer=optimizer, activations=layers * per_layer * in_flight,
-            embedding_logits=extra, temporary=temporary,
-            runtime=cluster.acc.runtime_overhead_gib * 2**30, capacity=cluster.acc.memory_bytes, stage="first")
-        return mb, mb.total
-
-    loss_grad = s * b * V / t * 4
-    if p == 1:
-        mb, _ = stage_total(params.first, first_extra + last_extra, loss_grad)
-        return mb
-    first, first_total = stage_total(params.first, first_extra, 0.0)
-    last, last_total = stage_total(params.last, last_extra, loss_grad)
-    # The last stage holds one micro-batch in flight, not min(p, m).
-    last = replace(last, activations=layers * per_layer * in_flight_factor(1, m, 1), stage="last")
-    return first if first_total >= last.total else last
 
 
 def comm_bytes_per_step(workload: Workload, execution: Execution) -> dict[str, float]:

@@ -163,5 +163,55 @@ class MemoryBreakdown:
         }
 
 
+def memory_breakdown(cfg: ModelConfig, *, seq_len: int, tp: int, pp: int, dp: int, micro_batch: int,
+                     interleave: int, micro_batches: int, sequence_parallel: bool, flash: bool, recompute: str,
+                     zero: int, elem_bytes: int, state: StateBytes, runtime_bytes: float,
+                     capacity_bytes: float) -> MemoryBreakdown:
+    """Bytes per device on the most loaded pipeline stage (first or last)."""
+    t, p, d, b, s, elem = tp, pp, dp, micro_batch, seq_len, elem_bytes
+    sp = sequence_parallel
+    V, h = cfg.require_vocab(), cfg.d_model
+    shape = ActivationShape(b=b, s=s, h=h, heads=cfg.n_head, kv_heads=cfg.kv_heads, head_dim=cfg.head_dim,
+                            ff=cfg.ffn_dim, gated=cfg.style == "llama", dropout=cfg.dropout > 0, t=t, sp=sp,
+                            flash=flash, elem_bytes=elem)
+    per_layer = layer_activation_bytes(shape, recompute)
+    layers = cfg.n_layer // p
+    in_flight = in_flight_factor(p, micro_batches, interleave)
+    params = stage_params(cfg, t, p)
+    rep = t if sp else 1
+    sbh = s * b * h
+    mask = 1 if cfg.dropout > 0 else 0
+    # Output layer: its input and the fp32 logits the loss keeps (plus the cast copy when the
+    # logits come out in 16-bit), for the one micro-batch in flight on the last stage.
+    logits = s * b * V / t * (4 + (elem if elem < 4 else 0))
+    last_extra = 2 * elem * sbh / rep + logits
+    first_extra = (mask + elem) * sbh / rep * in_flight  # embedding output (and its dropout mask)
+    # Working buffers beyond what is kept for backward: the recomputed layer (full: one layer's
+    # complete activations; selective: its attention scores), gradient of the largest activation,
+    # the loss backward's fp32 gradient, ZeRO-3's gathered layers, communication buckets.
+    full_layer = layer_activation_bytes(shape, "none")
+    recompute_buf = {"none": 0.0, "selective": full_layer - per_layer if not flash else 0.0,
+                     "full": full_layer}[recompute]
+    grad_buf = 2 * elem * s * b * max(cfg.ffn_dim * (2 if cfg.style == "llama" else 1), h) / t
+    gather_buf = 2 * params.largest_layer * elem / t if zero == 3 and d > 1 else 0.0
+    bucket = 2 * 25 * 2**20 if d > 1 else 0.0
+    loss_grad = s * b * V / t * 4
+
+    def stage(n_params: float, extra: float, loss: float, held: float, name: str) -> MemoryBreakdown:
+        return MemoryBreakdown(
+            weights=shard(n_params * state.weights, d, zero >= 3),
+            grads=shard(n_params * state.grads, d, zero >= 2),
+            optimizer=shard(n_params * state.optimizer, d, zero >= 1),
+            activations=layers * per_layer * held, embedding_logits=extra,
+            temporary=max(recompute_buf + grad_buf, loss) + gather_buf + bucket,
+            runtime=runtime_bytes, capacity=capacity_bytes, stage=name)
+
+    if p == 1:
+        return stage(params.first, first_extra + last_extra, loss_grad, in_flight, "first")
+    first = stage(params.first, first_extra, 0.0, in_flight, "first")
+    last = stage(params.last, last_extra, loss_grad, 1.0, "last")  # 1F1B: one micro-batch in flight
+    return first if first.total >= last.total else last
+
+
 def shard(nbytes: float, dp: int, sharded: bool) -> float:
     return nbytes / dp if sharded else nbytes

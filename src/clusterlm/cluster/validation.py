@@ -55,6 +55,32 @@ NARAYANAN_2021 = [
 ]
 
 
+# Out-of-sample check (never used to choose an efficiency): MosaicML llm-foundry MPT training
+# benchmarks (scripts/train/benchmarking/README.md): PyTorch FSDP (FULL_SHARD), bf16, flash
+# attention, GeLU MLP ×4, no biases, tied embeddings, vocab 50,368.
+# size → (layers, d_model, heads); rows: accelerator, size, seq, GPUs, micro-batch, grad accum,
+# activation checkpointing, published tokens/s per GPU.
+MPT_SHAPES = {"125m": (12, 768, 12), "1b": (24, 2048, 16), "3b": (32, 2560, 20), "7b": (32, 4096, 32),
+              "13b": (40, 5120, 40), "30b": (48, 7168, 64), "70b": (80, 8192, 64)}
+MPT_RUNS = [
+    ("a100-80gb", "125m", 2048, 8, 40, 2, False, 142830),
+    ("a100-80gb", "1b", 2048, 8, 14, 4, False, 20513),
+    ("a100-80gb", "3b", 2048, 8, 10, 2, False, 10811),
+    ("a100-80gb", "7b", 2048, 8, 6, 2, False, 4641),
+    ("a100-80gb", "7b", 8192, 8, 8, 2, True, 3206),
+    ("a100-80gb", "13b", 2048, 8, 2, 3, False, 2262),
+    ("a100-80gb", "13b", 8192, 8, 5, 3, True, 1795),
+    ("a100-80gb", "30b", 2048, 8, 3, 21, True, 916),
+    ("a100-80gb", "70b", 2048, 64, 8, 4, True, 410),
+    ("h100-sxm", "1b", 2048, 8, 14, 1, False, 45455),
+    ("h100-sxm", "7b", 2048, 8, 6, 1, False, 10643),
+    ("h100-sxm", "7b", 8192, 8, 8, 2, True, 6935),
+    ("h100-sxm", "13b", 2048, 8, 2, 1, False, 4792),
+    ("h100-sxm", "30b", 2048, 8, 3, 21, True, 2002),
+    ("h100-sxm", "70b", 2048, 64, 8, 4, True, 1039),
+]
+
+
 @dataclass(frozen=True)
 class Row:
     source: str  # "Korthikanti 2022 Table 5" etc.
@@ -123,6 +149,21 @@ def narayanan_rows(cluster: Cluster | None = None) -> list[Row]:
     return rows
 
 
+def mpt_rows() -> list[Row]:
+    rows = []
+    for acc, size, seq, gpus, b, accum, ac, published in MPT_RUNS:
+        layers, d, heads = MPT_SHAPES[size]
+        cfg = ModelConfig(style="gpt2", n_layer=layers, d_model=d, n_head=heads, vocab_size=50368, max_seq_len=seq,
+                          bias=False, tie_embeddings=True)
+        cluster = load_cluster("dgx-a100-superpod" if acc == "a100-80gb" else "dgx-h100", gpus)
+        wl = Workload(model=cfg, seq_len=seq, global_batch=b * accum * gpus)
+        est = estimate(wl, cluster, Execution(dp=gpus, zero=3, micro_batch=b, recompute="full" if ac else "none"))
+        rows.append(Row("MosaicML llm-foundry MPT (out of sample)",
+                        f"MPT-{size} seq {seq}, {gpus}×{acc.split('-')[0].upper()}{', AC' if ac else ''}",
+                        "tokens/s/GPU", published, est.tokens_per_s / gpus))
+    return rows
+
+
 def mean_abs_error(rows: list[Row]) -> float:
     return sum(abs(r.error) for r in rows) / len(rows)
 
@@ -130,3 +171,7 @@ def mean_abs_error(rows: list[Row]) -> float:
 def all_rows(cluster: Cluster | None = None) -> dict[str, list[Row]]:
     base = cluster or load_cluster(CLUSTER)
     return {"table5": table5_rows(base), "fig1": fig1_rows(base), "narayanan": narayanan_rows(base)}
+
+
+def out_of_sample_rows() -> dict[str, list[Row]]:
+    return {"mpt": mpt_rows()}

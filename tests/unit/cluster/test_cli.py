@@ -101,7 +101,7 @@ def test_plan_does_not_fit_exits_1(capsys):
 
 def test_plan_validate_json(capsys):
     code, out = _json(capsys, ["plan", "--validate", "--json"])
-    assert code == 0 and set(out) == {"table5", "fig1", "narayanan"}
+    assert code == 0 and set(out) == {"table5", "fig1", "narayanan", "mpt"}
     assert out["table5"]["mean_abs_error"] < 0.05
 
 

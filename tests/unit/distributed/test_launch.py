@@ -15,7 +15,6 @@ import yaml
 from clusterlm.cli.main import main
 from clusterlm.distributed.launch import (
     LaunchSpec,
-    multi_node_command,
     sbatch_script,
     shell_join,
     single_node_command,
