@@ -308,23 +308,29 @@ def estimate(workload: Workload, cluster: Cluster, execution: Execution) -> Esti
     dp_time = 0.0
     last_bwd = layers_per_stage * (lt.bwd + rec_compute)  # backward of one micro-batch on a stage
     if d > 1:
+        def dp_coll(kind: str, nbytes: float, pieces: int) -> float:
+            # Frameworks issue one collective per bucket (DDP) or per layer (FSDP/ZeRO-3): each
+            # pays the ring latency, which matters on thousands of ranks.
+            return pieces * comms.collective_time(kind, nbytes / pieces, groups.dp, cluster)
+
+        buckets = max(1, math.ceil(grad_bytes / DDP_BUCKET_BYTES))
         if e.zero <= 1:
-            sync = comms.collective_time(comms.ALL_REDUCE, grad_bytes, groups.dp, cluster)
+            sync = dp_coll(comms.ALL_REDUCE, grad_bytes, buckets)
         else:  # ZeRO-2/3 reduce-scatter gradients every micro-batch (they are sharded)
-            sync = m * comms.collective_time(comms.REDUCE_SCATTER, grad_bytes, groups.dp, cluster)
+            sync = m * dp_coll(comms.REDUCE_SCATTER, grad_bytes, layers_per_stage)
         if e.dp_overlap:
-            bucket = comms.collective_time(comms.ALL_REDUCE, min(grad_bytes, DDP_BUCKET_BYTES), groups.dp, cluster)
+            last_piece = sync / (buckets if e.zero <= 1 else m * layers_per_stage)  # waits for the last backward
             window = last_bwd if e.zero <= 1 else m * last_bwd
-            dp_time = comms.overlapped(sync, window, groups.dp) + bucket
+            dp_time = comms.overlapped(sync, window, groups.dp) + last_piece
         else:
             dp_time = sync
         if e.zero in (1, 2):  # updated weight shards are all-gathered after the optimizer step
-            dp_time += comms.collective_time(comms.ALL_GATHER, weight_bytes, groups.dp, cluster)
-        if e.zero == 3:  # weights gathered before forward and backward (and recompute), prefetched
+            dp_time += dp_coll(comms.ALL_GATHER, weight_bytes, buckets)
+        if e.zero == 3:  # each layer's weights gathered before forward and backward (and recompute), prefetched
             gathers = 3 if e.recompute == "full" else 2
-            gather = gathers * m * comms.collective_time(comms.ALL_GATHER, weight_bytes, groups.dp, cluster)
+            gather = gathers * m * dp_coll(comms.ALL_GATHER, weight_bytes, layers_per_stage)
             window = m * layers_per_stage * (lt.fwd + lt.bwd + rec_compute)
-            dp_time += comms.overlapped(gather, window, groups.dp) + gather / max(1, layers_per_stage * m * gathers)
+            dp_time += comms.overlapped(gather, window, groups.dp) + gather / (layers_per_stage * m * gathers)
 
     fused = e.fused_optimizer if e.fused_optimizer is not None else cluster.acc.kind != "cpu"
     opt_params = params_dev / d if e.zero >= 1 else params_dev
