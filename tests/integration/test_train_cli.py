@@ -147,3 +147,29 @@ def test_cli_process_exit_code_and_single_error_line(workspace):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint(workspace, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    argv = [*TINY, f"data.dir={workspace / 'data'}", f"train.out_dir={out}", "train.max_steps=1000000",
+            "train.ckpt_every=1000000", "train.eval_every=1000000", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "clusterlm", "train", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").exists():  # created when the loop starts
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    step = int((out / "latest").read_text().strip().split("-")[1])
+    assert step >= 1 and f"interrupted at step {step}" in stdout + stderr

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per batch (default: 16)")
     parser.add_argument("--seq-len", type=int, help="window length (default: the training seq_len)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="auto: fp32 on CPU, bf16 autocast on GPUs that support it")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -87,6 +88,10 @@ def evaluate_checkpoint(path: str, *, data_dir: str | None = None, splits: list[
     seq = seq_len or trained_seq or cfg.max_seq_len
     if cfg.is_transformer and seq > cfg.max_seq_len:
         raise ConfigError(f"--seq-len {seq} exceeds the model's context ({cfg.max_seq_len})")
+    # Scores should be exact: on CPU `auto` evaluates in fp32 (cheap next to training);
+    # on GPUs it follows the training rule (bf16 autocast where supported).
+    if precision == "auto" and torch_device.type == "cpu":
+        precision = "fp32"
     prec = select_precision(precision, torch_device)
     report = evaluate_model(loaded.model, dataset, splits, seq_len=seq, batch_size=batch_size,
                             max_batches=batches, device=torch_device,

@@ -7,6 +7,10 @@ for step-based schedules); --no-resume refuses an out_dir that already has
 checkpoints, --resume requires one. Ctrl-C or SIGTERM stops after the current
 step with a checkpoint.
 
+Started by torchrun (see `clusterlm launch`), every worker runs this same command and
+trains with the `parallel:` degrees (DDP / FSDP2 / tensor parallel, docs/distributed.md);
+checkpoints are then sharded torch.distributed.checkpoint dirs that load at any world size.
+
 Examples:
   clusterlm train configs/quickstart.yaml data.dir=data/stdlib
   clusterlm train model.preset=tiny data.dir=data/stdlib train.max_steps=200 train.out_dir=runs/tiny
@@ -35,10 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clusterlm.train.trainer import Trainer
 
+    from clusterlm.distributed.env import init_world, shutdown
+
     cfg = load_config_from_args(args)
-    result = Trainer(cfg, resume=args.resume, progress=not args.quiet).run()
+    # Under torchrun (RANK/WORLD_SIZE set, more than one worker) join the process group;
+    # otherwise None and the trainer runs as one process.
+    world = init_world(cfg.parallel, cfg.train.device, model=cfg.model, seq_len=cfg.train.seq_len)
+    try:
+        result = Trainer(cfg, world=world, resume=args.resume, progress=not args.quiet).run()
+    finally:
+        shutdown()
     summary = {"run_dir": str(result.run_dir), "step": result.step, "checkpoint": str(result.checkpoint),
                **result.summary}
+    if world is not None and not world.is_main:
+        return 130 if result.stop_reason == "interrupted" else 0  # rank 0 reports for the job
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -59,10 +73,15 @@ def format_summary(s: dict) -> str:
         f"tokens seen  {f(s['tokens_seen'], ',')} in {f(s['elapsed_s'], '.0f')} s",
         f"throughput   {f(s['tokens_per_s'], ',.0f')} tok/s, MFU {f(s['mfu'], '.1%')} "
         f"(peak {f((s['peak_flops'] or 0) / 1e9, '.0f')} GFLOP/s, {s['peak_flops_source']})",
-        f"val loss     {f(s['val_loss'], '.4f')} (train {f(s['train_eval_loss'], '.4f')}, "
-        f"gap {f(s['generalization_gap'], '+.4f')}; best {f(s['best_val_loss'], '.4f')} at step {s['best_val_step']})",
+        (f"val loss     {f(s['val_loss'], '.4f')} (train {f(s['train_eval_loss'], '.4f')}, "
+         f"gap {f(s['generalization_gap'], '+.4f')}; best {f(s['best_val_loss'], '.4f')} at step {s['best_val_step']})"
+         if s.get("val_loss") is not None else "val loss     not measured yet (no validation in this run)"),
         f"checkpoint   {s['checkpoint']}",
     ]
+    if s.get("comm_fraction") is not None:
+        lines.append(f"parallel     {s['parallel']} on {s['world_size']} processes: "
+                     f"{f(s['comm_bytes_per_step'] / 1e6, ',.2f')} MB/step communicated, "
+                     f"{f(s['comm_fraction'], '.0%')} of step time in collectives")
     if s.get("nonfinite_steps"):
         lines.append(f"skipped      {s['nonfinite_steps']} non-finite steps")
     return "\n".join(lines)

@@ -44,14 +44,20 @@ def evaluate_split(
     try:
         loader = TokenLoader(dataset, split, batch_size, seq_len, rank=world.dp_rank,
                              world_size=world.dp_world_size, mode="sequential")
+        n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
         for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
+            if i >= n_batches:
                 break
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with autocast() if autocast is not None else contextlib.nullcontext():
                 logits = model(x)
             stats.update(logits, y)
+        # A sharded model (FSDP/TP) gathers weights inside forward, so every rank must call it
+        # equally often; ranks with fewer windows run unscored forwards to keep in step.
+        if world.world_size > 1:
+            for _ in range(int(world.reduce_max(n_batches)) - n_batches):
+                model(torch.zeros(1, seq_len, dtype=torch.long, device=device))
     finally:
         model.train(was_training)
     if world.world_size > 1:
@@ -60,28 +66,20 @@ def evaluate_split(
     return stats
 
 
-def evaluate_model(
-    model: nn.Module,
-    dataset: Any,
-    splits: list[str],
-    *,
-    seq_len: int,
-    batch_size: int,
-    max_batches: int | None,
-    device: torch.device,
-    autocast: Callable[[], ContextManager[Any]] | None = None,
-    world: World | None = None,
-) -> dict[str, Any]:
-    """Metrics per split plus the generalisation gap (val − train loss) when both are present."""
+def evaluate_model(model: nn.Module, dataset: Any, splits: list[str], **options: Any) -> dict[str, Any]:
+    """Metrics per split plus the generalisation gap (val − train loss) when both are present.
+
+    `options` are `evaluate_split`'s keywords (seq_len, batch_size, max_batches, device, autocast, world).
+    """
     results: dict[str, Any] = {}
     for split in splits:
+        seq_len = options["seq_len"]
         if dataset.num_tokens(split) < seq_len + 1:
             raise DataError(
                 f"split '{split}' of {dataset.path} has {dataset.num_tokens(split)} tokens, "
                 f"fewer than seq_len + 1 = {seq_len + 1}; use a smaller --seq-len"
             )
-        stats = evaluate_split(model, dataset, split, seq_len=seq_len, batch_size=batch_size,
-                               max_batches=max_batches, device=device, autocast=autocast, world=world)
+        stats = evaluate_split(model, dataset, split, **options)
         results[split] = stats.summary(dataset.bytes_per_token(split))
     report: dict[str, Any] = {"splits": results}
     if "train" in results and "val" in results:

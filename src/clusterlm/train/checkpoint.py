@@ -89,6 +89,11 @@ class LocalBackend:
             os.fsync(fh.fileno())
 
     def read(self, directory: Path, model: nn.Module, states: dict[str, Stateful]) -> None:
+        from clusterlm.distributed.checkpoint import DCPBackend, is_dcp_checkpoint
+
+        if is_dcp_checkpoint(directory):  # written by a distributed run: DCP reshards it into this model
+            DCPBackend().read(directory, model, states)
+            return
         load_weights(directory, model)
         saved = load_train_state(directory)
         missing = [name for name in states if name not in saved]
@@ -98,23 +103,17 @@ class LocalBackend:
             obj.load_state_dict(saved[name])
 
 
-def load_weights(directory: Path, model: nn.Module) -> None:
-    """Load `model.safetensors` into an already-built model, checking its sha256 from meta.json."""
-    import hashlib
+def load_weights(source: str | Path, model: nn.Module) -> Path:
+    """Copy the weights of a checkpoint (verified by `load_model_dir`: sha256, shapes) into `model`.
 
-    from clusterlm.model.serialization import WEIGHTS_FILE, load_weights_bytes, read_meta
+    `model` may be wrapped in place (activation checkpointing) or on another device; its
+    state-dict keys are those of the plain model. Returns the resolved checkpoint path.
+    """
+    from clusterlm.model.serialization import load_model_dir, load_state
 
-    directory = Path(directory)
-    meta = read_meta(directory)
-    path = directory / WEIGHTS_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}") from None
-    expected = meta.get("weights_sha256")
-    if expected and hashlib.sha256(data).hexdigest() != expected:
-        raise CheckpointError(f"{path} is corrupted (sha256 differs from the one in meta.json)")
-    load_weights_bytes(model, data, path)
+    loaded = load_model_dir(source, device="cpu")
+    load_state(model, loaded.model.state_dict(), loaded.path)
+    return loaded.path
 
 
 def load_train_state(directory: Path) -> dict[str, Any]:
@@ -136,6 +135,7 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.world = world or World()
         self.backend: CheckpointBackend = backend or LocalBackend()
+        self._pending: tuple[Any, Path, Path] | None = None  # an asynchronous collective save in flight
 
     # -- discovery ---------------------------------------------------------------------------
     def steps(self) -> list[int]:
@@ -174,6 +174,8 @@ class CheckpointManager:
         meta: dict[str, Any],
         states: dict[str, Stateful],
     ) -> Path:
+        if getattr(self.backend, "collective", False):
+            return self._save_collective(step, model, model_cfg, tokenizer_path, meta, states)
         name = checkpoint_name(step)
         final = self.root / name
         if self.world.is_main:
@@ -187,6 +189,51 @@ class CheckpointManager:
                 self.prune()
         self.world.barrier()
         return final
+
+    def _save_collective(self, step: int, model: nn.Module, model_cfg: ModelConfig, tokenizer_path: Path | None,
+                         meta: dict[str, Any], states: dict[str, Stateful]) -> Path:
+        """Every rank writes its shards into one shared temporary dir (torch.distributed.checkpoint);
+        rank 0 renames it into place and moves `latest` once all ranks are done. An asynchronous
+        backend returns a handle instead, and the publishing waits for `wait()` (or the next save)."""
+        self.wait()
+        name = checkpoint_name(step)
+        final = self.root / name
+        latest = self.latest()
+        if latest is not None and latest.name == name:
+            self.world.barrier()
+            return final
+        tmp = self.root / f".{name}.tmp"  # the same path on every rank: the run dir is shared
+        if self.world.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.world.barrier()
+        handle = self.backend.write(tmp, model, model_cfg, tokenizer_path, {**meta, "step": step}, states)
+        self._pending = (handle, tmp, final)
+        if handle is None:
+            self.wait()
+        return final
+
+    def wait(self) -> None:
+        """Publish the collective save in flight, if any (blocks until its shards are written)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        handle, tmp, final = pending
+        if handle is not None:
+            handle.wait()
+        self.world.barrier()  # every rank's shards are on disk
+        if self.world.is_main:
+            old = final.with_name(f".{final.name}.old") if final.exists() else None
+            if old is not None:  # a leftover of a crash after its rename; `latest` names an older one
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+            os.replace(tmp, final)
+            fsync_dir(self.root)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            atomic_write_text(self.run_dir / LATEST_FILE, final.name + "\n")
+            self.prune()
+        self.world.barrier()
 
     def load(self, directory: Path, model: nn.Module, states: dict[str, Stateful]) -> None:
         self.backend.read(directory, model, states)

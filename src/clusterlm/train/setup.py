@@ -8,6 +8,7 @@ code itself single-device.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,20 @@ def describe_mismatch(diffs: list[str]) -> str:
 class ModelHandles:
     model: nn.Module  # the plain module: checkpoints are saved from and loaded into this
     train_module: nn.Module  # what the loop calls (possibly compiled); shares parameters with `model`
+    parallel: Any = None  # clusterlm.distributed.parallelize.Parallelized for distributed runs
+
+    def micro_step(self, sync: bool) -> Any:
+        """Context for one micro-batch's forward + backward. `sync=False` (every micro-batch but
+        an accumulation's last) lets DDP/FSDP skip the gradient reduction; no-op for one process."""
+        if self.parallel is None:
+            return contextlib.nullcontext()
+        return self.parallel.micro_step(self.model, sync)
+
+    def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
+        """Clip the global gradient norm (over all shards) and return it as a plain tensor."""
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        full = getattr(norm, "full_tensor", None)  # a DTensor when parameters are sharded
+        return full() if full is not None else norm
 
 
 def setup_model(model_cfg: ModelConfig, train_cfg: TrainConfig, world: World,
@@ -130,9 +145,12 @@ def setup_model(model_cfg: ModelConfig, train_cfg: TrainConfig, world: World,
         model.init_weights(train_cfg.seed)
     if init_from is not None:
         load_init_weights(model, model_cfg, init_from)
-    model.to(world.device)
     model.train()
-    # Parallelism (TP, FSDP/DDP) would be applied here, between building and compiling.
+    # Distributed runs: TP → activation checkpointing → compile → FSDP2/DDP, applied from outside.
+    parallel = world.parallelize(model, train_cfg)
+    if parallel is not None:
+        return ModelHandles(model=model, train_module=parallel.train_module, parallel=parallel)
+    model.to(world.device)
     if train_cfg.activation_checkpointing:
         apply_activation_checkpointing(model)
     train_module: nn.Module = model
@@ -163,7 +181,7 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
 def load_init_weights(model: nn.Module, model_cfg: ModelConfig, source: str | Path) -> Path:
     """`train.init_from`: weights only (no optimizer state) from a checkpoint, run dir,
     single-file export or HF model dir; the architecture must match the run's model config."""
-    from clusterlm.model.serialization import load_model_dir
+    from clusterlm.model.serialization import load_model_dir, load_state
 
     loaded = load_model_dir(source, device="cpu")
     diffs = same_weights_config(model_cfg, loaded.config)
@@ -172,7 +190,7 @@ def load_init_weights(model: nn.Module, model_cfg: ModelConfig, source: str | Pa
             f"train.init_from {loaded.path} holds a different model config ({describe_mismatch(diffs)}); "
             "use a matching model config"
         )
-    model.load_state_dict(loaded.model.state_dict(), strict=True)
+    load_state(model, loaded.model.state_dict(), loaded.path)
     return loaded.path
 
 

@@ -82,7 +82,8 @@ class Trainer:
         self.show_progress = progress and self.world.is_main
         self.on_step_end = on_step_end
         self.run_dir = Path(cfg.train.out_dir)
-        self.ckpt = CheckpointManager(self.run_dir, cfg.train.keep_last, self.world, checkpoint_backend)
+        self.ckpt = CheckpointManager(self.run_dir, cfg.train.keep_last, self.world,
+                                      checkpoint_backend or self.world.checkpoint_backend())
         self._stop_requested: str | None = None
         self._setup_done = False
 
@@ -192,7 +193,8 @@ class Trainer:
                     self.progress.write(f"interrupted at step {state.step}; checkpoint {last_ckpt}; "
                                         "run the same command again to resume")
                     raise
-                step_time_s = time.perf_counter() - t0
+                # A distributed world agrees on the step time (the slowest rank's) and takes its comm stats.
+                step_time_s = self.world.step_end(time.perf_counter() - t0)
                 state.elapsed_s += step_time_s
                 state.step += 1
                 state.tokens_seen += self.tokens_per_step
@@ -212,14 +214,14 @@ class Trainer:
                     self.validate()
                     last_val_step = state.step
                     state.elapsed_s += time.perf_counter() - t_eval
-                stop_reason = self._stop_reason()
+                stop_reason = self.world.agree(self._stop_reason())
                 if state.step % tcfg.ckpt_every == 0 and stop_reason is None:
                     t_ckpt = time.perf_counter()
                     last_ckpt = self._save()
                     state.elapsed_s += time.perf_counter() - t_ckpt
                 if self.on_step_end is not None:
                     self.on_step_end(self)
-                    stop_reason = stop_reason or self._stop_reason()
+                    stop_reason = stop_reason or self.world.agree(self._stop_reason())
             if window:
                 self._log_train(window, self.schedule.lr_at(max(state.step - 1, 0), state.elapsed_s))
             if stop_reason != "already_complete":
@@ -229,6 +231,7 @@ class Trainer:
                     self.validate()
                 last_ckpt = self._save()
         finally:
+            self.ckpt.wait()  # an asynchronous checkpoint still being written
             self._restore_signal_handlers(previous_handlers)
             self.progress.close()
         summary = self._summary(stop_reason)
@@ -263,20 +266,22 @@ class Trainer:
                                      generator=augment_generator(tcfg.seed, state.step, micro))
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            with self.precision.autocast(device):
-                logits = module(x)
-            loss = self.compute_loss(logits, y)
-            # Each micro-batch contributes 1/accum of the step's mean loss, so the summed
-            # gradient equals that of one big batch.
-            scaled = loss / self.grad_accum
-            if self.scaler is not None:
-                scaled = self.scaler.scale(scaled)
-            scaled.backward()
+            # Data-parallel gradients are reduced once per step, after the last micro-batch.
+            with self.handles.micro_step(sync=micro == self.grad_accum - 1):
+                with self.precision.autocast(device):
+                    logits = module(x)
+                loss = self.compute_loss(logits, y)
+                # Each micro-batch contributes 1/accum of the step's mean loss, so the summed
+                # gradient equals that of one big batch (and DDP/FSDP average over ranks).
+                scaled = loss / self.grad_accum
+                if self.scaler is not None:
+                    scaled = self.scaler.scale(scaled)
+                scaled.backward()
             loss_sum += loss.detach()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         max_norm = tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = self.handles.clip_grad_norm(max_norm)
         loss_value = float(loss_sum) / self.grad_accum  # one host sync per step
         grad_norm_value = float(grad_norm)
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm_value)
@@ -396,7 +401,7 @@ class Trainer:
             "grad_norm": window[-1][1], "step_time_s": step_time_s, "tokens_per_s": tokens_per_s,
             "mfu": achieved / self.peak.flops, "tokens_seen": state.tokens_seen,
             "elapsed_s": state.elapsed_s, "peak_mem_gib": peak_memory_gib(self.world.device),
-            "nonfinite_steps": state.nonfinite_steps,
+            "nonfinite_steps": state.nonfinite_steps, **self.world.comm_metrics(),
         })
 
     def _summary(self, stop_reason: str) -> dict[str, Any]:
@@ -428,6 +433,7 @@ class Trainer:
             "best_val_step": state.best_val_step,
             "nonfinite_steps": state.nonfinite_steps,
             "peak_mem_gib": peak_memory_gib(self.world.device),
+            **self.world.comm_summary(),
         }
 
 

@@ -9,6 +9,7 @@ imports `torch.distributed`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -42,3 +43,29 @@ class World:
 
     def barrier(self) -> None:
         """Wait for every rank (no-op for one process)."""
+
+    # -- hooks a distributed world (clusterlm.distributed.env.DistributedWorld) overrides --------
+    def parallelize(self, model: Any, train_cfg: Any) -> Any:
+        """Apply TP/AC/compile/FSDP/DDP to `model`; None: the single-process path in setup_model."""
+        return None
+
+    def checkpoint_backend(self) -> Any:
+        """The checkpoint backend for this world; None: the single-process default."""
+        return None
+
+    def step_end(self, step_time_s: float) -> float:
+        """Called once per optimizer step with this rank's step time; returns the step time all
+        ranks agree on (a distributed world: the slowest rank's, and it collects comm stats)."""
+        return step_time_s
+
+    def agree(self, stop_reason: str | None) -> str | None:
+        """The stop decision every rank takes (a distributed world: any rank's reason stops all)."""
+        return stop_reason
+
+    def comm_metrics(self) -> dict[str, Any]:
+        """Communication figures since the last call, merged into the train log record."""
+        return {}
+
+    def comm_summary(self) -> dict[str, Any]:
+        """Communication figures for the whole run, merged into the run summary."""
+        return {}
