@@ -104,6 +104,9 @@ def _probe(args: argparse.Namespace) -> int:
     if res.runtime_overhead_gib is not None:
         lines.append(f"process baseline  {res.runtime_overhead_gib:,.2f} GiB resident")
     lines.append(f"probe took        {res.seconds:,.1f} s")
+    if res.load_average is not None and res.load_average > 0.5 * res.cpu_cores:
+        lines.append(f"note: load average {res.load_average:.1f} on {res.cpu_cores} cores — other processes "
+                     "share this machine; the numbers describe it under that load")
     print("\n".join(lines))
     if args.out:
         header = "# Written by `clusterlm cluster probe`: measured numbers of this machine.\n"

@@ -58,18 +58,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best_time(fn, min_seconds: float, device: torch.device, min_reps: int = 3) -> float:
+def _time(fn, min_seconds: float, device: torch.device, min_reps: int = 3, sample_s: float = 0.02) -> float:
+    """Median seconds per call: samples of ≥ `sample_s` each (k back-to-back calls), ≥ min_reps of them.
+
+    The median, not the best: on a shared machine the planner should predict what a run sees
+    under the load of the moment (on an idle one the two agree). Samples span several scheduler
+    time slices so that a tiny kernel is not timed as one lucky or unlucky slice.
+    """
+    import statistics
+
     fn()
     _sync(device)
-    best, reps = float("inf"), 0
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    k = max(1, int(sample_s / max(time.perf_counter() - t0, 1e-7)))
+    samples: list[float] = []
     deadline = time.perf_counter() + min_seconds
-    while reps < min_reps or time.perf_counter() < deadline:
+    while len(samples) < min_reps or time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        fn()
+        for _ in range(k):
+            fn()
         _sync(device)
-        best = min(best, time.perf_counter() - t0)
-        reps += 1
-    return best
+        samples.append((time.perf_counter() - t0) / k)
+    return statistics.median(samples)
 
 
 def measure_gemm_table(dtype: torch.dtype = torch.float32, device: str = "cpu",
@@ -81,7 +93,7 @@ def measure_gemm_table(dtype: torch.dtype = torch.float32, device: str = "cpu",
     for n in sizes:
         a = torch.randn(n, n, dtype=dtype, device=dev)
         b = torch.randn(n, n, dtype=dtype, device=dev)
-        t = _best_time(lambda a=a, b=b: torch.matmul(a, b), min_seconds, dev)
+        t = _time(lambda a=a, b=b: torch.matmul(a, b), min_seconds, dev)
         out.append((2.0 * n**3 / 1e9, 2.0 * n**3 / t))
     return out
 
@@ -91,7 +103,7 @@ def measure_memory_bandwidth(nbytes: int = 1 << 27, device: str = "cpu", min_sec
     dev = torch.device(device)
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)
     dst = torch.empty_like(src)
-    t = _best_time(lambda: dst.copy_(src), min_seconds, dev)
+    t = _time(lambda: dst.copy_(src), min_seconds, dev)
     return 2.0 * src.numel() * 4 / t
 
 
@@ -116,7 +128,7 @@ def measure_attention_flops(device: str = "cpu", dtype: torch.dtype = torch.floa
 
     dev = torch.device(device)
     q, k, v = (torch.randn(batch, heads, seq, head_dim, dtype=dtype, device=dev) for _ in range(3))
-    t = _best_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), min_seconds, dev)
+    t = _time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), min_seconds, dev)
     executed = 4.0 * batch * heads * seq * seq * head_dim / 2  # QKᵀ and AV, causal half
     return executed / t
 
@@ -237,6 +249,7 @@ class ProbeResult:
     cpu_cores: int = 1
     disk_free_tb: float | None = None
     seconds: float = 0.0
+    load_average: float | None = None  # 1-minute load when the probe started (others' work skews timings)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,11 +275,13 @@ def probe(device: str = "cpu", *, quick: bool = False, disk_dir: str | Path | No
     secs = 0.05 if quick else 0.3
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
     res = ProbeResult(device=str(dev), device_name=name, threads=torch.get_num_threads(), cpu_model=_cpu_model(),
-                      cpu_cores=os.cpu_count() or 1, host_memory_gib=psutil.virtual_memory().total / 2**30)
+                      cpu_cores=os.cpu_count() or 1, host_memory_gib=psutil.virtual_memory().total / 2**30,
+                      load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
     n = 512 if quick else 1024
     for key in ("fp32", "bf16"):
-        res.matmul_flops[key] = measure_matmul_flops(_DTYPES[key], dev, n=n if key == "fp32" else min(n, 512),
-                                                     min_seconds=secs)
+        size = n if key == "fp32" else min(n, 512)
+        a = torch.randn(size, size, dtype=_DTYPES[key], device=dev)
+        res.matmul_flops[key] = 2.0 * size**3 / _time(lambda a=a: torch.matmul(a, a), secs, dev)
     sizes = (64, 128, 256, 512) if quick else (64, 128, 256, 512, 1024)
     res.gemm_table = measure_gemm_table(torch.float32, device, sizes=sizes, min_seconds=secs / 2)
     res.attention_flops = measure_attention_flops(device, min_seconds=secs / 2, seq=128 if quick else 256)
