@@ -17,6 +17,8 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import sys
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,10 @@ import numpy as np
 from clusterlm.config.data import CleanConfig
 from clusterlm.data.clean import Cleaner
 from clusterlm.data.readers import Drop, RawDoc
+
+
+# Characters per tokenizer call within a batch (bounds the tokenizer's per-token objects).
+ENCODE_CHARS = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,14 @@ class BatchProcessor:
     def __init__(self, spec: EncodeSpec):
         self.spec = spec
         self.tokenizer = None
+        self.can_split = False
         if spec.tokenizer_json is not None:
             from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_str(spec.tokenizer_json)
             # A literal "<|endoftext|>" inside a document is text, not a separator.
             self.tokenizer.encode_special_tokens = True
+            self.can_split = splits_safely(json.loads(spec.tokenizer_json))
         self.dtype = np.dtype(spec.token_dtype)
         self.field_path = spec.jsonl_field.split(".")
 
@@ -110,6 +118,7 @@ class BatchProcessor:
             out.texts = texts
         else:
             out.tokens, out.lengths = self._encode(texts)
+        release_free_memory()
         return out
 
     def _documents(self, item: RawDoc, out: BatchResult) -> Iterator[tuple[str, str]]:
@@ -138,12 +147,122 @@ class BatchProcessor:
             yield source, obj
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of all texts, concatenated, and the count per text."""
         assert self.tokenizer is not None
-        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        ids = [e.ids for e in encodings]  # `.ids` builds a new list on every access
-        lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
-        tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=self.dtype, count=int(lengths.sum()))
+        # Encoding objects carry strings and offsets per token (~100 bytes each): encode in
+        # slices of ~ENCODE_CHARS and keep only compact ids, so memory stays small however
+        # long a document is. Long documents are cut where encoding is unaffected.
+        pieces: list[str] = []
+        owner: list[int] = []
+        for i, text in enumerate(texts):
+            parts = split_for_encoding(text, ENCODE_CHARS) if self.can_split else [text]
+            pieces += parts
+            owner += [i] * len(parts)
+        piece_lengths = np.zeros(len(pieces), dtype=np.int64)
+        arrays: list[np.ndarray] = []
+        for lo, hi in _slices([len(p) for p in pieces], ENCODE_CHARS):
+            encodings = self.tokenizer.encode_batch_fast(pieces[lo:hi], add_special_tokens=False)
+            ids = [e.ids for e in encodings]  # `.ids` builds a new list on every access
+            del encodings
+            piece_lengths[lo:hi] = [len(i) for i in ids]
+            arrays.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=self.dtype,
+                                      count=int(piece_lengths[lo:hi].sum())))
+        lengths = np.bincount(np.asarray(owner, dtype=np.int64), weights=piece_lengths,
+                              minlength=len(texts)).astype(np.int64)
+        tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=self.dtype)
         return tokens, lengths
+
+
+def split_for_encoding(text: str, max_chars: int) -> list[str]:
+    """Cut `text` into pieces of about `max_chars` where encoding the pieces separately gives
+    exactly the ids of encoding the whole.
+
+    GPT-2's pre-tokenizer regex (`'s|'t|…| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`)
+    always ends a pre-token between two non-space characters of different classes (letter,
+    number, other), except inside a contraction such as `'s`; it matches without looking
+    behind, and BPE merges never cross pre-tokens. So such a point is a safe cut.
+    """
+    if len(text) <= max_chars:
+        return [text]
+    pieces = []
+    start = 0
+    while len(text) - start > max_chars:
+        cut = _safe_cut(text, start + max_chars // 2, start + max_chars)
+        if cut is None:
+            break  # e.g. one giant word: encode the rest whole
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _char_class(c: str) -> str:
+    cat = unicodedata.category(c)
+    if c.isspace() or cat == "Cn":  # unassigned here might be a letter to the tokenizer's tables
+        return ""
+    return cat[0] if cat[0] in "LN" else "O"
+
+
+def _safe_cut(text: str, lo: int, hi: int) -> int | None:
+    """First i in [lo, hi) with text[i-1], text[i] non-space, of different classes, no `'` before."""
+    prev = _char_class(text[lo - 1])
+    for i in range(lo, min(hi, len(text))):
+        cls = _char_class(text[i])
+        if cls and prev and cls != prev and text[i - 1] != "'":
+            return i
+        prev = cls
+    return None
+
+
+def splits_safely(tokenizer_json: dict[str, Any]) -> bool:
+    """True for our byte-level BPE setup (no normalizer, regex ByteLevel pre-tokenizer)."""
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    # Added (non-special) tokens are matched before pre-tokenization and could span a cut.
+    added_newline = any("\n" in t.get("content", "") for t in tokenizer_json.get("added_tokens", [])
+                        if not t.get("special"))
+    return (
+        not added_newline
+        and tokenizer_json.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True)
+        and not pre.get("add_prefix_space", False)
+    )
+
+
+def _slices(sizes: list[int], limit: int) -> Iterator[tuple[int, int]]:
+    """Consecutive index ranges whose sizes add up to about `limit`."""
+    lo, total = 0, 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total >= limit:
+            yield lo, i + 1
+            lo, total = i + 1, 0
+    if lo < len(sizes):
+        yield lo, len(sizes)
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc only; a no-op elsewhere).
+
+    The tokenizer's many short-lived allocations fragment the heap; without a trim the
+    resident size creeps up with the amount of text processed instead of staying flat.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _load_malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
 
 
 def decode_document(data: bytes, source: str, drops: list[Drop]) -> str | None:

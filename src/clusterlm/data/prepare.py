@@ -44,7 +44,7 @@ from clusterlm.fsio import atomic_dir, atomic_write_json
 
 # Raw bytes per batch handed to a worker: large enough to amortise process hops and
 # let the tokenizer parallelise, small enough that a few in flight cost little memory.
-BATCH_BYTES = 2 << 20
+BATCH_BYTES = 1 << 20
 _PID_FILE = ".prepare-pid"
 
 
