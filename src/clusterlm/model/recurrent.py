@@ -23,6 +23,7 @@ from torch import nn
 
 from clusterlm.model.config import RECURRENT_STYLES, ModelConfig
 from clusterlm.model.layers import seeded_rng
+from clusterlm.model.loss import linear_cross_entropy
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -77,8 +78,10 @@ class RecurrentLM(nn.Module):
     def init_buffers(self) -> None:
         """No derived buffers (kept for the same interface as the Transformer)."""
 
-    def forward(self, tokens: torch.Tensor, kv_cache: Any = None, start_pos: int = 0) -> torch.Tensor:
-        """Logits (B, T, V). With `kv_cache` (a RecurrentState) continue from its hidden state."""
+    def forward(self, tokens: torch.Tensor, kv_cache: Any = None, start_pos: int = 0,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V). With `kv_cache` (a RecurrentState) continue from its hidden state;
+        with `targets` (B, T) return the mean cross-entropy instead (see Transformer.forward)."""
         hidden = None
         if kv_cache is not None:
             if start_pos != kv_cache.position:
@@ -92,4 +95,7 @@ class RecurrentLM(nn.Module):
         if kv_cache is not None:
             kv_cache.hidden = hidden
             kv_cache.position += tokens.shape[1]
-        return self.output(self.dropout(x))  # (B, T, V)
+        x = self.dropout(x)
+        if targets is not None:
+            return linear_cross_entropy(x.flatten(0, 1), self.output.weight, targets.flatten())
+        return self.output(x)  # (B, T, V)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from clusterlm.model.config import ModelConfig
+from clusterlm.model.loss import linear_cross_entropy
 from clusterlm.model.layers import Block, make_norm, residual_init_std, rope_tables, seeded_rng
 
 
@@ -86,11 +87,15 @@ class Transformer(nn.Module):
             self.rope_sin.copy_(sin)
 
 
-    def forward(self, tokens: torch.Tensor, kv_cache: Any = None, start_pos: int = 0) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, kv_cache: Any = None, start_pos: int = 0,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tokens (B, T) at positions start_pos … start_pos + T − 1.
 
         With `kv_cache` (see `clusterlm.generate.kv_cache.KVCache`) each attention layer appends
         this chunk's keys/values at `start_pos` and attends over everything cached so far.
+        With `targets` (B, T) it returns the mean cross-entropy instead of the logits, computed
+        by `model/loss.py` without materialising them (same value as
+        `F.cross_entropy(logits.flatten(0, 1), targets.flatten())`; not for a TP-sharded head).
         """
         B, T = tokens.shape
         end = start_pos + T
@@ -110,4 +115,6 @@ class Transformer(nn.Module):
             cache = kv_cache.layer(int(i)) if kv_cache is not None else None
             x = block(x, rope, cache, start_pos)
         x = self.norm(x)  # (B, T, C)
+        if targets is not None:
+            return linear_cross_entropy(x.flatten(0, 1), self.output.weight, targets.flatten())
         return self.output(x)  # (B, T, V)
