@@ -19,6 +19,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny":       dict(style="gpt2",  n_layer=2, n_head=2, d_model=64,  max_seq_len=64),
     "tiny-llama": dict(style="llama", n_layer=2, n_head=4, n_kv_head=2, d_model=64, max_seq_len=64),
     "tiny-lstm":  dict(style="lstm",  n_layer=2, d_model=64, max_seq_len=64),
+    "tiny-gru":   dict(style="gru",   n_layer=2, d_model=64, max_seq_len=64),
+    "tiny-rnn":   dict(style="rnn",   n_layer=2, d_model=64, max_seq_len=64),
+    # Recurrent baselines at the quickstart model's width, to compare in `clusterlm eval`.
+    "lstm-small": dict(style="lstm",  n_layer=2, d_model=256, max_seq_len=128),
+    "gru-small":  dict(style="gru",   n_layer=2, d_model=256, max_seq_len=128),
     # ~14M parameters with an 8k vocabulary: the CPU MFU benchmark shape.
     "gpt2-14M":   dict(style="gpt2",  n_layer=6, n_head=6, d_model=384, max_seq_len=256, vocab_size=8192),
     # --- GPT-2 (Radford et al. 2019; counts as in the released checkpoints) -----------------
