@@ -53,11 +53,12 @@ def test_quiet_prints_nothing(tmp_path, capsys):
 def test_config_file_and_set_overrides(tmp_path, capsys):
     src = corpus(tmp_path / "in")
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"data:\n  vocab_size: 280\n  inputs: ['{src}']\n  clean:\n    min_chars: 10\n")
+    out = tmp_path / "ds"
+    cfg.write_text(f"data:\n  dir: {out}\n  vocab_size: 280\n  inputs: ['{src}']\n  clean:\n    min_chars: 10\n")
     code, _, err = run_cli(capsys, "--config", str(cfg), "--set", "data.clean.min_chars=1000", "--set",
-                           "shard_tokens=2048", "--out", str(tmp_path / "ds"))
+                           "shard_tokens=2048")
     assert code == 2 and "nothing left after cleaning" in err  # the override beat the file
-    code, _, err = run_cli(capsys, "--config", str(cfg), "--set", "shard_tokens=2048", "--out", str(tmp_path / "ds"))
+    code, _, err = run_cli(capsys, "--config", str(cfg), "--set", "shard_tokens=2048")  # --out from data.dir
     assert code == 0, err
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["shard_tokens"] == 2048 and manifest["report"]["tokenizer"]["requested_vocab_size"] == 280

@@ -22,7 +22,7 @@ import argparse
 
 from clusterlm.config.base import apply_overrides, load_yaml, validate
 from clusterlm.config.data import DataConfig
-from clusterlm.errors import ConfigError
+from clusterlm.errors import ConfigError, UsageError
 
 # flag → DataConfig key; a flag left unset keeps the config file's (or default) value.
 _FLAG_KEYS = {
@@ -41,7 +41,7 @@ _FLAG_KEYS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="files, directories or globs (default: stdlib)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="dataset dir to create")
+    parser.add_argument("--out", metavar="DIR", help="dataset dir to create (default: data.dir of --config)")
     parser.add_argument("--vocab-size", type=int, metavar="N", help="BPE vocabulary size (default 8192)")
     parser.add_argument("--tokenizer", metavar="JSON", help="reuse this tokenizer.json instead of training one")
     parser.add_argument("--val-fraction", type=float, metavar="F", help="share of documents in val (default 0.02)")
@@ -93,5 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
         check_vocab_size(args.vocab_size)  # a message about the flag, not the config key
     config = config_from_args(args)
-    prepare_dataset(config, args.out, overwrite=args.overwrite, quiet=args.quiet)
+    out = args.out or config.dir
+    if not out:
+        raise UsageError("--out DIR is required (or a --config whose data.dir names the dataset dir)")
+    prepare_dataset(config, out, overwrite=args.overwrite, quiet=args.quiet)
     return 0

@@ -91,12 +91,17 @@ def test_exact_duplicates_dropped_and_reported(tmp_path, corpus_dir):
 
 
 def test_output_identical_for_any_worker_count(tmp_path, corpus_dir):
+    # Tokenizer training and encoding both run in the worker processes with workers=2.
     a = prepare_dataset(cfg(corpus_dir, workers=1), tmp_path / "w1")
-    b = prepare_dataset(cfg(corpus_dir, workers=2, tokenizer=str(tmp_path / "w1" / "tokenizer.json")), tmp_path / "w2")
+    b = prepare_dataset(cfg(corpus_dir, workers=2), tmp_path / "w2")
     assert a["tokens"] == b["tokens"]
-    m1 = json.loads((tmp_path / "w1" / "manifest.json").read_text())["splits"]
-    m2 = json.loads((tmp_path / "w2" / "manifest.json").read_text())["splits"]
-    assert [s["sha256"] for s in m1["train"]["shards"]] == [s["sha256"] for s in m2["train"]["shards"]]
+    m1 = json.loads((tmp_path / "w1" / "manifest.json").read_text())
+    m2 = json.loads((tmp_path / "w2" / "manifest.json").read_text())
+    assert m1["tokenizer"]["sha256"] == m2["tokenizer"]["sha256"]
+    for split in ("train", "val"):
+        assert [s["sha256"] for s in m1["splits"][split]["shards"]] == [
+            s["sha256"] for s in m2["splits"][split]["shards"]
+        ]
 
 
 def test_refuses_existing_output_unless_overwrite(tmp_path, corpus_dir):
