@@ -40,7 +40,7 @@ from clusterlm.data.tokenizer import (
     train_tokenizer,
 )
 from clusterlm.errors import DataError, OutputExistsError
-from clusterlm.fsio import atomic_dir, atomic_write_json
+from clusterlm.fsio import atomic_dir, atomic_write_json, atomic_write_text
 
 # Raw bytes per batch handed to a worker: large enough to amortise process hops and
 # let the tokenizer parallelise, small enough that a few in flight cost little memory.
@@ -80,7 +80,7 @@ def prepare_dataset(config: DataConfig, out: str | Path, overwrite: bool = False
         t0 = time.perf_counter()
         tok, tok_info = _obtain_tokenizer(config, files, cap_bytes, estimate, quiet)
         seconds["tokenizer"] = time.perf_counter() - t0
-        tok.save(str(tmp / "tokenizer.json"))
+        atomic_write_text(tmp / "tokenizer.json", tok.to_str(pretty=True))
         tok_info["sha256"] = file_sha256(tmp / "tokenizer.json")
         if tok_info["trained"] and tok_info["vocab_size"] < config.vocab_size:
             warnings.append(f"the corpus supports only {tok_info['vocab_size']:,} tokens "
@@ -248,7 +248,7 @@ def _make_readable(root: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(root, 0o777 & ~umask)
-    for name in ("manifest.json", "report.json"):
+    for name in ("manifest.json", "report.json", "tokenizer.json"):
         os.chmod(root / name, 0o666 & ~umask)
 
 

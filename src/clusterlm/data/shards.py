@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -85,6 +86,8 @@ class ShardWriter:
 
     def _finish(self) -> None:
         assert self._fh is not None
+        self._fh.flush()
+        os.fsync(self._fh.fileno())  # on disk before the manifest can vouch for it
         self._fh.close()
         self._fh = None
         self.shards[-1].update(tokens=self._in_shard, sha256=self._hash.hexdigest())
