@@ -112,6 +112,8 @@ def prepare_dataset(config: DataConfig, out: str | Path, overwrite: bool = False
             "shard_tokens": config.shard_tokens,
             "seed": config.seed,
             "val_fraction": config.val_fraction,
+            # The settings that made this dir (so a caller can tell whether it can be reused).
+            "config": config.model_dump(mode="json", exclude={"dir", "workers"}),
             "splits": {
                 name: {"documents": s.documents, "tokens": s.tokens, "bytes": s.bytes, "shards": shards[name]}
                 for name, s in stats.splits.items()

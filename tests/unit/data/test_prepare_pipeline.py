@@ -41,6 +41,7 @@ def decoded_documents(out: Path, split: str) -> list[str]:
 def test_manifest_layout_and_hashes(small_dataset):
     manifest = json.loads((small_dataset / "manifest.json").read_text())
     assert manifest["format"] == "clusterlm-dataset" and manifest["version"] == 1
+    assert manifest["config"]["vocab_size"] == 300 and manifest["config"]["clean"]["min_chars"] == 32
     assert manifest["dtype"] == "uint16" and manifest["eos_id"] == 0 and manifest["pad_id"] == 1
     assert manifest["tokenizer"]["sha256"] == file_sha256(small_dataset / "tokenizer.json")
     for name in ("train", "val"):
