@@ -162,11 +162,18 @@ class _VisibleText(HTMLParser):
             self.parts.append(text)
 
 
+class MalformedHTML(ValueError):
+    """Markup the stdlib parser gives up on (it asserts on e.g. `<![foo[ … ]]>`)."""
+
+
 def html_to_text(html: str) -> str:
     """Visible text of an HTML document: scripts/styles dropped, blocks → newlines."""
     parser = _VisibleText()
-    parser.feed(html)
-    parser.close()
+    try:
+        parser.feed(html)
+        parser.close()
+    except (AssertionError, ValueError) as exc:
+        raise MalformedHTML(str(exc)) from None
     text = "".join(parser.parts)
     text = _TRAILING_WS_RE.sub("\n", text)
     return _MANY_NEWLINES_RE.sub("\n\n", text).strip("\n")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from clusterlm.config.data import CleanConfig
-from clusterlm.data.clean import Cleaner
+from clusterlm.data.clean import Cleaner, MalformedHTML
 from clusterlm.data.readers import Drop, RawDoc
 
 
@@ -100,7 +100,11 @@ class BatchProcessor:
                 continue
             out.raw_bytes += len(item.data)
             for source, text in self._documents(item, out):
-                cleaned = cleaner(text, is_html=item.kind == "html")
+                try:
+                    cleaned = cleaner(text, is_html=item.kind == "html")
+                except MalformedHTML:
+                    out.drops.append(Drop(source, "malformed_html"))
+                    continue
                 reason = cleaner.drop_reason(cleaned)
                 if reason is not None:
                     out.drops.append(Drop(source, reason))

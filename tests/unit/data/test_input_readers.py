@@ -75,6 +75,7 @@ def test_bad_files_are_counted_not_fatal(tmp_path):
     (tmp_path / "dangling.txt").symlink_to(tmp_path / "does-not-exist")
     (tmp_path / "tiny.txt").write_text("short")
     (tmp_path / "blank.py").write_text("\n\n   \n")
+    (tmp_path / "broken.html").write_text("<p>text long enough to keep, but then</p><![foo[ x ]]>")
     texts, drops = process([tmp_path])
     assert texts == [TEXT]
     reasons = {Path(d.source).name: d.reason for d in drops}
@@ -85,6 +86,7 @@ def test_bad_files_are_counted_not_fatal(tmp_path):
         "dangling.txt": "unreadable",
         "tiny.txt": "too_short",
         "blank.py": "empty",
+        "broken.html": "malformed_html",
     }
 
 
