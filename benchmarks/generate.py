@@ -27,9 +27,11 @@ import torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--d-model", type=int, default=384)
-    parser.add_argument("--heads", type=int, default=6)
+    # Default: the quickstart model's width and depth (configs/quickstart.yaml) with a context
+    # that holds 512 new tokens; the CPU MFU shape is --layers 6 --d-model 384 --heads 6.
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--prompt-tokens", type=int, default=16)

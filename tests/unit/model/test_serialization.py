@@ -81,27 +81,28 @@ def test_flipped_weight_bytes_fail_the_hash_check(tmp_path):
         load_model_dir(ckpt)
 
 
-def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(tmp_path):
-    _, ckpt = _saved(tmp_path)
+def _with_model_config(ckpt, **changes) -> None:
     meta_path = ckpt / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta["model"]["d_ff"] = 96
-    meta_path.write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps(meta | {"model": CFG.model_dump(mode="json") | changes}))
+
+
+def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(tmp_path):
+    _, ckpt = _saved(tmp_path)
+    _with_model_config(ckpt, d_ff=96)
     with pytest.raises(CheckpointError, match="does not match the model config: .*feed_forward"):
         load_model_dir(ckpt)
-    meta["model"] = CFG.model_dump(mode="json") | {"n_layer": 3}
-    meta_path.write_text(json.dumps(meta))
+    _with_model_config(ckpt, n_layer=3)
     with pytest.raises(CheckpointError, match="missing"):
         load_model_dir(ckpt)
 
 
 def test_bad_meta_is_a_checkpoint_error(tmp_path):
     _, ckpt = _saved(tmp_path)
-    meta_path = ckpt / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps(meta | {"model": meta["model"] | {"n_head": 5}}))
+    _with_model_config(ckpt, n_head=5)
     with pytest.raises(CheckpointError, match="invalid model config"):
         load_model_dir(ckpt)
+    meta_path = ckpt / "meta.json"
     meta_path.write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_model_dir(ckpt)
