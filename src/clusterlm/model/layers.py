@@ -168,9 +168,13 @@ def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
     The global generator (not a private torch.Generator) is used on purpose: DTensor's
     random ops after tensor/FSDP sharding draw from it, so init stays one code path.
     """
-    accelerator = [device.index or 0] if device.type != "cpu" and device.type != "meta" else []
-    with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else "cuda"):
-        torch.random.default_generator.manual_seed(seed)
-        if accelerator:
-            getattr(torch, device.type).manual_seed(seed)  # only this process's device
-        yield
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.random.fork_rng(devices=[index], device_type="cuda"):
+            torch.random.default_generator.manual_seed(seed)
+            torch.cuda.default_generators[index].manual_seed(seed)  # this device only
+            yield
+    else:  # cpu and meta draw from the CPU generator
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            yield

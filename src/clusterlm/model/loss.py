@@ -28,30 +28,37 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         N = hidden.shape[0]
-        w = weight.to(hidden.dtype)  # under autocast the hidden states arrive in bf16/fp16
+        # Matmuls run in the autocast dtype when autocast is on (bf16 on GPUs), else in the
+        # input dtype; autocast itself is switched off so the explicit casts below hold.
+        device_type = hidden.device.type
+        autocast_on = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type) if autocast_on else hidden.dtype
         grad_hidden = torch.empty_like(hidden)  # (N, C)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # (V, C)
         loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
         rows = _rows_per_chunk(weight.shape[0])
-        for start in range(0, N, rows):
-            h = hidden[start:start + rows]  # (n, C)
-            t = targets[start:start + rows]  # (n,)
-            logits = (h @ w.t()).float()  # (n, V), fp32 for a stable log-sum-exp
-            # Softmax in place with one exp pass (logsumexp + a second exp would take two):
-            # row loss = log Σ exp(l − max) + max − l_target.
-            target_logit = logits.gather(1, t[:, None])  # (n, 1)
-            row_max = logits.amax(dim=-1, keepdim=True)  # (n, 1)
-            probs = logits.sub_(row_max).exp_()  # unnormalised
-            row_sum = probs.sum(dim=-1, keepdim=True)  # (n, 1)
-            loss_sum += (row_sum.log() + row_max - target_logit).sum()
-            probs.div_(row_sum)  # softmax
-            probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0  # dloss/dlogits (unscaled)
-            probs = probs.to(h.dtype)
-            torch.mm(probs, w, out=grad_hidden[start:start + rows])  # (n, C)
-            if probs.dtype == torch.float32:
-                grad_weight.addmm_(probs.t(), h)  # (V, C) accumulated without a temporary
-            else:
-                grad_weight += (probs.t() @ h).float()
+        with torch.autocast(device_type, enabled=False):
+            w = weight.to(dtype)
+            for start in range(0, N, rows):
+                h = hidden[start:start + rows].to(dtype)  # (n, C)
+                t = targets[start:start + rows]  # (n,)
+                logits = (h @ w.t()).float()  # (n, V), fp32 for a stable log-sum-exp
+                # Softmax in place with one exp pass (logsumexp + a second exp would take two):
+                # row loss = log Σ exp(l − max) + max − l_target.
+                target_logit = logits.gather(1, t[:, None])  # (n, 1)
+                row_max = logits.amax(dim=-1, keepdim=True)  # (n, 1)
+                probs = logits.sub_(row_max).exp_()  # unnormalised
+                row_sum = probs.sum(dim=-1, keepdim=True)  # (n, 1)
+                loss_sum += (row_sum.log() + row_max - target_logit).sum()
+                probs.div_(row_sum)  # softmax
+                probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0  # dloss/dlogits (unscaled)
+                if dtype == torch.float32 and hidden.dtype == torch.float32:
+                    torch.mm(probs, w, out=grad_hidden[start:start + rows])  # (n, C), no temporary
+                    grad_weight.addmm_(probs.t(), h)  # (V, C) accumulated in place
+                else:
+                    probs = probs.to(dtype)
+                    grad_hidden[start:start + rows] = probs @ w
+                    grad_weight += (probs.t() @ h).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return loss_sum / N

@@ -41,3 +41,16 @@ def test_linear_cross_entropy_scales_with_upstream_gradient():
     (3.0 * F.cross_entropy(h @ w.t(), t)).backward()
     torch.testing.assert_close(grads[0], h.grad)
     torch.testing.assert_close(grads[1], w.grad)
+
+
+def test_fused_loss_under_bf16_autocast_tracks_the_plain_path():
+    cfg = ModelConfig(style="llama", n_layer=1, n_head=2, d_model=32, vocab_size=64, max_seq_len=8)
+    model = build_model(cfg)
+    tokens, targets = torch.randint(0, 64, (2, 2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.cross_entropy(model(tokens).flatten(0, 1).float(), targets.flatten())
+        fused = model(tokens, targets=targets)
+    fused.backward()
+    assert fused.dtype == torch.float32
+    torch.testing.assert_close(fused, plain, rtol=2e-2, atol=2e-2)
+    assert all(p.grad is not None and p.grad.dtype == p.dtype for p in model.parameters())
