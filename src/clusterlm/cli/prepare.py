@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="S", help="seed of the train/val split (default 0)")
     parser.add_argument("--max-mb", type=float, metavar="MB", help="stop reading input after this many MB")
     parser.add_argument("--tokenizer-sample-mb", type=float, metavar="MB",
-                        help="train the tokenizer on a sample of about this many MB (default: all)")
+                        help="train the tokenizer on a hash sample of about this many MB of a larger corpus "
+                        "(default 256; --set tokenizer_sample_mb=null trains on everything)")
     parser.add_argument("--shard-tokens", type=int, metavar="N", help="tokens per shard file (default 16M)")
     parser.add_argument("--jsonl-field", metavar="NAME", help="text field of .jsonl records (default 'text')")
     parser.add_argument("--min-chars", type=int, metavar="N", help="drop documents shorter than this (default 32)")

@@ -28,7 +28,8 @@ class DataConfig(Section):
     vocab_size: int = Field(default=8192, ge=258, le=1_000_000)
     tokenizer: str | None = None  # reuse an existing tokenizer.json instead of training one
     # Train the tokenizer on a hash-sampled subset of about this many MB (None = everything).
-    tokenizer_sample_mb: float | None = Field(default=None, gt=0)
+    # BPE training memory grows with its input; the cap keeps it bounded on large corpora.
+    tokenizer_sample_mb: float | None = Field(default=256, gt=0)
     # Stop reading input after this many MB (decompressed); None = all of it.
     max_input_mb: float | None = Field(default=None, gt=0)
     val_fraction: float = Field(default=0.02, ge=0.0, lt=1.0)

@@ -13,7 +13,7 @@ Special tokens: `<|endoftext|>` separates documents in the shards (EOS);
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -62,20 +62,9 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    tok.train_from_iterator(_batched(texts), trainer=trainer)
+    # One document per item: the Rust side prefetches 256 items, so items must stay small.
+    tok.train_from_iterator(iter(texts), trainer=trainer)
     return tok
-
-
-def _batched(texts: Iterable[str], batch_docs: int = 256) -> Iterator[list[str]]:
-    # Lists let the Rust side parallelise pre-tokenization over a batch.
-    batch: list[str] = []
-    for text in texts:
-        batch.append(text)
-        if len(batch) >= batch_docs:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def check_vocab_size(vocab_size: int) -> None:
