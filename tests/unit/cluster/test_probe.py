@@ -18,7 +18,7 @@ def test_small_measurements_are_positive(tmp_path):
     table = probe.measure_gemm_table(sizes=(32, 64), min_seconds=0.01)
     assert [round(g, 9) for g, _ in table] == [2 * 32**3 / 1e9, 2 * 64**3 / 1e9] and all(f > 0 for _, f in table)
     assert probe.measure_memory_bandwidth(1 << 20, min_seconds=0.01) > 1e6
-    assert 0 < probe.measure_kernel_overhead(reps=100) < 1e-2
+    assert 0 < probe.measure_kernel_overhead(min_seconds=0.02) < 0.05
     assert probe.measure_attention_flops(batch=1, heads=2, seq=32, head_dim=16, min_seconds=0.01) > 0
     write, read = probe.measure_disk(tmp_path, nbytes=1 << 20)
     assert write > 0 and read > 0 and not list(tmp_path.iterdir())  # the test file is removed
