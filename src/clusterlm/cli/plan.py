@@ -79,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
     model, defaults, base_run = resolve_model(args.model, args.vocab)
     cluster = load_cluster(args.cluster, args.gpus)
     seq = args.seq or defaults.get("seq_len") or model.max_seq_len
+    # Degrees: --parallel, else the run config's parallel section; the data-parallel degree is
+    # what remains of the accelerators.
+    given = planner.parse_parallel(args.parallel) if args.parallel else dict(defaults.get("parallel", {}))
+    degrees = planner.complete_degrees(given, cluster.num_gpus)
     batch = args.batch or defaults.get("batch")
+    if batch is None and defaults.get("batch_per_replica"):
+        batch = defaults["batch_per_replica"] * (cluster.num_gpus if args.search else degrees["dp"])
     if batch is None:
         raise UsageError("--batch (global batch in sequences) is required")
     precision = args.precision or defaults.get("precision") or ("fp32" if cluster.acc.kind == "cpu" else "bf16")
@@ -92,11 +98,10 @@ def run(args: argparse.Namespace) -> int:
         best = result.ranked[0] if result.ranked else None
         shown = result.ranked or ([result.closest] if result.closest else [])
     else:
-        degrees = planner.complete_degrees(planner.parse_parallel(args.parallel or ""), cluster.num_gpus)
         micro = degrees.pop("micro_batch", None) or args.micro_batch or defaults.get("micro_batch") or 1
+        zero = args.zero if args.zero is not None else (defaults.get("zero", 0) if degrees["dp"] > 1 else 0)
         ex = replace(base, **degrees, micro_batch=micro,
-                     recompute=args.recompute or defaults.get("recompute") or "none",
-                     zero=args.zero if args.zero is not None else 0,
+                     recompute=args.recompute or defaults.get("recompute") or "none", zero=zero,
                      sequence_parallel=args.sequence_parallel)
         best = estimate(workload, cluster, ex)
         shown = [best]
@@ -178,10 +183,14 @@ def resolve_model(text: str, vocab: int | None):
             tr = run_cfg.train
             if model.vocab_size is None and vocab is None:
                 vocab = run_cfg.data.vocab_size  # the tokenizer `prepare` trains has this size
-            defaults = {"seq_len": tr.seq_len, "micro_batch": tr.micro_batch,
-                        "batch": tr.batch_size or tr.micro_batch * tr.grad_accum,
+            par = run_cfg.parallel
+            defaults = {"seq_len": tr.seq_len, "micro_batch": tr.micro_batch, "batch": tr.batch_size,
+                        "batch_per_replica": tr.micro_batch * tr.grad_accum,
                         "recompute": "full" if tr.activation_checkpointing else "none",
-                        "precision": tr.precision if tr.precision != "auto" else None}
+                        "precision": tr.precision if tr.precision != "auto" else None,
+                        "parallel": {"tp": par.tp, "pp": par.pp},
+                        # FSDP2 (dp_shard, the default when left at -1) shards everything: ZeRO-3.
+                        "zero": 3 if par.dp_replicate == 1 and par.dp_shard != 1 else 0}
         else:
             model = validate(ModelConfig, data, prefix="model")
     else:

@@ -112,3 +112,14 @@ def test_cluster_show(tmp_path, capsys):
     code, out = _json(capsys, ["cluster", "show", "dgx-a100-superpod", "--gpus", "64", "--json"])
     assert code == 0 and out["num_gpus"] == 64 and out["accelerator"]["name"] == "a100-80gb"
     assert main(["cluster", "show", "no-such-cluster"]) == 2
+
+
+def test_plan_takes_degrees_from_the_run_config(tmp_path, capsys):
+    run = tmp_path / "run.yaml"
+    run.write_text(yaml.safe_dump({"model": {"preset": "gpt2-124M"}, "parallel": {"tp": 2},
+                                   "train": {"seq_len": 1024, "micro_batch": 4, "grad_accum": 2}}))
+    code, out = _json(capsys, ["plan", "--model", str(run), "--cluster", "dgx-h100", "--gpus", "8", "--json"])
+    assert code == 0
+    par = out["parallel"]
+    assert (par["t"], par["d"], par["zero"]) == (2, 4, 3)  # dp_shard -1 → FSDP over the rest
+    assert out["global_batch"] == 4 * 2 * 4  # micro-batch × accumulation × data-parallel ranks
