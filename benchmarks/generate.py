@@ -54,7 +54,7 @@ def main() -> None:
     from clusterlm.model.build import build_model
     from clusterlm.model.config import ModelConfig
     from clusterlm.model.flops import param_count
-    from clusterlm.model.hf import hf_config, to_hf_state
+    from clusterlm.model.hf import to_transformers
 
     cfg = ModelConfig(style="gpt2", n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
                       vocab_size=args.vocab, max_seq_len=args.context)
@@ -62,9 +62,7 @@ def main() -> None:
         parser.error("prompt + new tokens must fit the context (the HF peer has no sliding window)")
     model = build_model(cfg).eval()
     model.init_weights(seed=1)
-    hf_fields = {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type", "torch_dtype")}
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_fields, attn_implementation="sdpa")).eval()
-    hf.load_state_dict(to_hf_state(model, cfg), strict=False)
+    hf = to_transformers(model, cfg, attn_implementation="sdpa").eval()  # GPT2LMHeadModel, same weights
     prompt = torch.randint(0, args.vocab, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
     N = args.new_tokens
     print(f"model: gpt2 style, {param_count(cfg) / 1e6:.1f}M params, L={cfg.n_layer} d={cfg.d_model}, "

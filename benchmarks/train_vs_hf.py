@@ -54,16 +54,13 @@ def main() -> None:
     from clusterlm.model.build import build_model
     from clusterlm.model.config import ModelConfig
     from clusterlm.model.flops import param_count
-    from clusterlm.model.hf import hf_config, to_hf_state
+    from clusterlm.model.hf import to_transformers
     from clusterlm.train.optim import build_optimizer
 
     cfg = ModelConfig(style="gpt2", n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
                       vocab_size=args.vocab, max_seq_len=args.seq_len, dropout=0.0)
     ours = build_model(cfg).train()
-    hf_fields = {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type", "torch_dtype")}
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_fields, attn_implementation="sdpa")).train()
-    missing, unexpected = hf.load_state_dict(to_hf_state(ours, cfg), strict=False)
-    assert not unexpected and all(k == "lm_head.weight" for k in missing), (missing, unexpected)  # tied head
+    hf = to_transformers(ours, cfg, attn_implementation="sdpa").train()  # GPT2LMHeadModel, same weights
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, args.vocab, (args.batch, args.seq_len + 1), generator=g)

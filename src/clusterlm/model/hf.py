@@ -208,6 +208,22 @@ def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig, where: Path) ->
     return out
 
 
+def to_transformers(model: nn.Module, cfg: ModelConfig, attn_implementation: str = "sdpa") -> nn.Module:
+    """The equivalent `transformers` model (GPT2LMHeadModel / LlamaForCausalLM) with the same weights,
+    in memory; needs `transformers` installed (the `hf` extra)."""
+    import transformers
+
+    fields = {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type", "torch_dtype")}
+    if cfg.style == "gpt2":
+        hf_model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**fields, attn_implementation=attn_implementation))
+    else:
+        hf_model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields, attn_implementation=attn_implementation))
+    missing, unexpected = hf_model.load_state_dict(to_hf_state(model, cfg), strict=False)
+    if unexpected or any(k != "lm_head.weight" or not cfg.tie_embeddings for k in missing):
+        raise RuntimeError(f"HF layout mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return hf_model
+
+
 # --- directories ---------------------------------------------------------------------------------
 
 def save_hf_dir(out: Path, model: nn.Module, cfg: ModelConfig, tokenizer_path: Path | None = None,

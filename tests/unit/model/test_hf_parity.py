@@ -10,7 +10,7 @@ import torch
 from clusterlm.errors import CheckpointError, UsageError
 from clusterlm.model.build import build_model
 from clusterlm.model.config import ModelConfig
-from clusterlm.model.hf import load_hf_dir, save_hf_dir
+from clusterlm.model.hf import load_hf_dir, save_hf_dir, to_transformers
 
 transformers = pytest.importorskip("transformers")
 
@@ -53,12 +53,8 @@ def test_export_loads_in_transformers_with_same_logits(name, tmp_path):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_import_of_transformers_model_gives_same_logits(name, tmp_path):
     cfg = ModelConfig(**CONFIGS[name])
-    exported = json.loads(json.dumps(_hf_config_for(cfg)))
-    hf_cls = transformers.GPT2LMHeadModel if cfg.style == "gpt2" else transformers.LlamaForCausalLM
-    config_cls = transformers.GPT2Config if cfg.style == "gpt2" else transformers.LlamaConfig
-    torch.manual_seed(0)
-    hf_model = hf_cls(config_cls(**exported)).eval()
-    _randomise(hf_model)
+    hf_model = to_transformers(build_model(cfg), cfg).eval()  # built by transformers from our config
+    _randomise(hf_model)  # then its own random weights
     hf_model.save_pretrained(tmp_path / "hf")
     model, loaded_cfg = load_hf_dir(tmp_path / "hf")
     assert _shape(loaded_cfg) == _shape(cfg)
@@ -70,12 +66,6 @@ def test_import_of_transformers_model_gives_same_logits(name, tmp_path):
 def _shape(cfg: ModelConfig) -> tuple:
     return (cfg.style, cfg.n_layer, cfg.n_head, cfg.kv_heads, cfg.d_model, cfg.ffn_dim, cfg.vocab_size,
             cfg.max_seq_len, cfg.tie_embeddings, cfg.use_bias, cfg.norm_eps, cfg.rope_theta)
-
-
-def _hf_config_for(cfg: ModelConfig) -> dict:
-    from clusterlm.model.hf import hf_config
-
-    return {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type", "torch_dtype")}
 
 
 def test_round_trip_through_hf_dir_is_exact(tmp_path):
