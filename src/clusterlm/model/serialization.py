@@ -194,6 +194,13 @@ def load_model_dir(path: str | Path, device: torch.device | str = "cpu", verify:
         return _loaded(loaded.model, loaded.config, ckpt / TOKENIZER_FILE, {}, ckpt)
     meta = read_meta(ckpt)
     cfg = config_from_meta(meta, ckpt / META_FILE)
+    if meta.get("weights") == "dcp":  # sharded torch.distributed.checkpoint: consolidate on load
+        from clusterlm.distributed.checkpoint import load_model_weights
+
+        model = materialize(cfg, device)
+        load_model_weights(ckpt, model)
+        model.eval()
+        return _loaded(model, cfg, ckpt / TOKENIZER_FILE, meta, ckpt)
     weights = ckpt / WEIGHTS_FILE
     try:
         data = weights.read_bytes()

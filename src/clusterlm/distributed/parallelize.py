@@ -1,0 +1,208 @@
+"""Parallelism as a transformation of a single-device model (torchtitan's `parallelize_llama` shape).
+
+    parallelize(model, world, train_cfg):  TP → activation checkpointing → compile → FSDP2 / DDP
+
+* TP (`apply_tp`): DTensor `parallelize_module` — embeddings vocabulary-sharded, wq/wk/wv and
+  w1/w3 column-wise, wo/w2 row-wise, norms sequence-parallel (activations between blocks are
+  split along the sequence), output head column-wise gathered back to full logits, because
+  the trainer computes the loss on plain logits.
+* Activation checkpointing and `torch.compile` (per block) are applied to the TP'd blocks, so
+  recompute and compiled graphs include the TP collectives.
+* FSDP2 (`apply_fsdp`): `fully_shard` per block, then the root; HSDP when dp_replicate > 1.
+  DDP (`apply_ddp`) when only dp_replicate > 1: torch's DistributedDataParallel with the
+  configured bucket size and (optional) 16-bit gradient compression.
+
+The model module keeps its parameter names (state dicts stay interchangeable with
+single-process checkpoints); only DDP returns a wrapper, as the module the loop calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from clusterlm.config.train import TrainConfig
+from clusterlm.errors import DistributedError
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Parallelized:
+    """What `parallelize` produced: the module to call and how to control its gradient sync."""
+
+    train_module: nn.Module
+    kind: str  # "ddp" | "fsdp" | "tp" (TP without data parallelism)
+    tensor_parallel: bool = False  # DTensor collectives inside forward/backward (tapped when measuring)
+    recorder: Any = None  # clusterlm.distributed.comm_stats.CommRecorder, when measuring
+
+    @contextlib.contextmanager
+    def micro_step(self, model: nn.Module, sync: bool) -> Iterator[None]:
+        """One micro-batch's forward + backward; gradients are synchronised only when `sync`
+        (the last micro-batch of an accumulation), never redundantly before."""
+        tap = contextlib.nullcontext()
+        if self.recorder is not None and self.tensor_parallel:
+            from clusterlm.distributed.comm_stats import FunctionalCollectiveTap
+
+            tap = FunctionalCollectiveTap(self.recorder)
+        if self.kind == "ddp":
+            ctx = self.train_module.no_sync() if not sync else contextlib.nullcontext()
+            with ctx, tap:
+                yield
+            return
+        if self.kind == "fsdp":
+            model.set_requires_gradient_sync(sync)
+        with tap:
+            yield
+
+
+def parallelize(model: nn.Module, world: Any, train_cfg: TrainConfig) -> Parallelized:
+    """Apply the parallelism `world.dims` describes to `model` (in place) on `world.mesh`."""
+    dims, mesh, pcfg = world.dims, world.mesh, world.parallel
+    model.to(world.device)
+    if dims.tp > 1:
+        apply_tp(model, mesh["tp"])
+    if train_cfg.activation_checkpointing:
+        from clusterlm.train.setup import apply_activation_checkpointing
+
+        apply_activation_checkpointing(model)
+    if train_cfg.compile:
+        apply_compile(model)
+    if dims.fsdp:
+        dp_mesh = mesh["dp_replicate", "dp_shard"] if dims.dp_replicate > 1 else mesh["dp_shard"]
+        apply_fsdp(model, dp_mesh, param_dtype=_fsdp_param_dtype(pcfg.fsdp_param_dtype, train_cfg.precision),
+                   reduce_dtype=_DTYPES[pcfg.fsdp_reduce_dtype],
+                   reshard_after_forward=pcfg.fsdp_reshard_after_forward, prefetch=pcfg.fsdp_prefetch,
+                   recorder=world.comm)
+        return Parallelized(model, "fsdp", dims.tp > 1, world.comm)
+    if dims.ddp:
+        ddp = apply_ddp(model, mesh["dp_replicate"].get_group(), world.device, bucket_mb=pcfg.ddp_bucket_mb,
+                        compression=pcfg.grad_compression, recorder=world.comm)
+        return Parallelized(ddp, "ddp", False, world.comm)
+    return Parallelized(model, "tp", True, world.comm)
+
+
+# ------------------------------------------------------------------------------------ tensor parallel
+def apply_tp(model: nn.Module, tp_mesh: Any) -> None:
+    """Megatron-style tensor parallelism with sequence parallelism on the norms."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
+
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleDict):
+        raise DistributedError("tensor parallelism needs a transformer model (model.layers)")
+    # Embeddings: rows (vocabulary / positions) split over TP ranks, outputs summed to a full
+    # activation; the (tok + pos) sum is then split along the sequence for the first norm.
+    root_plan: dict[str, Any] = {
+        "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
+        "dropout": PrepareModuleInput(input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),),
+                                      use_local_output=True),
+        "norm": SequenceParallel(),
+        "output": ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate()),
+    }
+    if getattr(model, "pos_embeddings", None) is not None:
+        root_plan["pos_embeddings"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+    parallelize_module(model, tp_mesh, root_plan)
+    for block in layers.values():
+        plan: dict[str, Any] = {
+            "attention_norm": SequenceParallel(),
+            # Attention's extra arguments (rope tables, kv cache, start_pos) stay as they are.
+            "attention": PrepareModuleInput(input_layouts=(Shard(1), None, None, None),
+                                            desired_input_layouts=(Replicate(), None, None, None)),
+            "attention.wq": ColwiseParallel(),
+            "attention.wk": ColwiseParallel(),
+            "attention.wv": ColwiseParallel(),
+            "attention.wo": RowwiseParallel(output_layouts=Shard(1)),
+            "ffn_norm": SequenceParallel(),
+            "feed_forward": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+            "feed_forward.w1": ColwiseParallel(),
+            "feed_forward.w2": RowwiseParallel(output_layouts=Shard(1)),
+        }
+        if hasattr(block.feed_forward, "w3"):
+            plan["feed_forward.w3"] = ColwiseParallel()
+        parallelize_module(block, tp_mesh, plan)
+    # Sharding replaced each module's parameters; a tied head must point at the embedding's
+    # (identically sharded) weight again, or the two would train apart.
+    if getattr(getattr(model, "config", None), "tie_embeddings", False) and hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
+# ------------------------------------------------------------------------------------ compile
+def apply_compile(model: nn.Module) -> None:
+    """Compile each block separately: repeated structure compiles once, and FSDP wraps the
+    compiled blocks (torchtitan's choice over compiling the whole model)."""
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleDict):
+        raise DistributedError("train.compile with data/tensor parallelism needs a transformer (model.layers)")
+    for name in list(layers.keys()):
+        layers[name] = torch.compile(layers[name])
+
+
+# ------------------------------------------------------------------------------------ FSDP2
+def apply_fsdp(model: nn.Module, dp_mesh: Any, *, param_dtype: torch.dtype | None, reduce_dtype: torch.dtype,
+               reshard_after_forward: str, prefetch: int, recorder: Any = None) -> None:
+    """`fully_shard` each block, then the root (embeddings, final norm, head)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype if param_dtype else None)
+    reshard = reshard_after_forward != "never"
+    layers = getattr(model, "layers", None)
+    blocks = list(layers.values()) if isinstance(layers, nn.ModuleDict) else []
+    for i, block in enumerate(blocks):
+        # Backward starts with the last block, so re-gathering it right after forward would be
+        # wasted work ("default"); "always" reshards it anyway to save memory.
+        last = i == len(blocks) - 1
+        fully_shard(block, mesh=dp_mesh, mp_policy=mp,
+                    reshard_after_forward=reshard and (reshard_after_forward == "always" or not last))
+    # The root group holds the embeddings, final norm and head; a tied head shares the
+    # embedding's weight, which FSDP2 requires to live in one group — the root.
+    fully_shard(model, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward == "always")
+    if prefetch > 0 and len(blocks) > 1:
+        for i, block in enumerate(blocks):
+            block.set_modules_to_forward_prefetch(blocks[i + 1 : i + 1 + prefetch])
+            block.set_modules_to_backward_prefetch(list(reversed(blocks[max(0, i - prefetch) : i])))
+    if recorder is not None:
+        from clusterlm.distributed.comm_stats import fsdp_comms
+
+        all_gather, reduce_scatter = fsdp_comms(recorder)
+        for module in [*blocks, model]:
+            module.set_custom_all_gather(all_gather)
+            module.set_custom_reduce_scatter(reduce_scatter)
+
+
+def _fsdp_param_dtype(setting: str, train_precision: str) -> torch.dtype | None:
+    """None means FSDP2 keeps parameters in their own dtype (fp32)."""
+    if setting == "auto":
+        return _DTYPES[train_precision] if train_precision in ("bf16", "fp16") else None
+    return None if setting == "fp32" else _DTYPES[setting]
+
+
+# ------------------------------------------------------------------------------------ DDP
+def apply_ddp(model: nn.Module, group: Any, device: torch.device, *, bucket_mb: float, compression: str,
+              recorder: Any = None) -> nn.Module:
+    """torch DDP over the replicate group; our comm hook when compressing or measuring."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from clusterlm.distributed.comm_stats import DDPHookState, ddp_comm_hook
+
+    ddp = DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, process_group=group,
+        bucket_cap_mb=bucket_mb, gradient_as_bucket_view=True,
+    )
+    compress = _DTYPES.get(compression) if compression != "none" else None
+    if compress is not None or recorder is not None:
+        ddp.register_comm_hook(DDPHookState(group, recorder, compress), ddp_comm_hook)
+    return ddp
+
+
