@@ -1,7 +1,7 @@
 """Decode, clean, hash and encode batches of raw documents — in worker processes.
 
-The parent reads files and cuts them into batches of raw documents (a few MB);
-`process_batch` turns one batch into cleaned-document hashes plus token ids.
+The parent reads files and cuts them into batches of raw documents (about 1 MB);
+`BatchProcessor` turns one batch into cleaned-document hashes plus token ids.
 `ordered_map` runs batches on a pool of `workers` processes, keeps at most a few
 batches in flight (so memory is bounded by the batch size, not the corpus) and
 returns results in input order (so the output does not depend on `workers`).
