@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import random
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-WORDS = ("def return class import self value index for in range if else while print yield lambda "
-         "alpha beta gamma delta list dict tuple none true false").split()
+
+def _train_conftest() -> ModuleType:
+    # The trainer tests' conftest already builds a tiny dataset with the real `prepare_dataset`;
+    # reuse that fixture rather than a second copy of the corpus generator.
+    path = Path(__file__).resolve().parents[1] / "unit" / "train" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("clusterlm_train_test_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny_data = _train_conftest().tiny_data
 
 
 @pytest.fixture(scope="session")
-def dist_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """~20k tokens of pseudo-code, vocab 300, made with the real `prepare_dataset`."""
-    from clusterlm.config.data import DataConfig
-    from clusterlm.data.prepare import prepare_dataset
-
-    root = tmp_path_factory.mktemp("dist-data")
-    rng = random.Random(1)
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for i in range(30):
-        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 10))) for _ in range(40)]
-        (corpus / f"doc{i:02d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = root / "dataset"
-    prepare_dataset(DataConfig(inputs=[str(corpus)], vocab_size=300, val_fraction=0.2), out)
-    return out
+def dist_data(tiny_data: Path) -> Path:
+    """~25k tokens of pseudo-code, vocab 300 (shared with tests/unit/train)."""
+    return tiny_data
 
 
 def train_args(data_dir: Path, out_dir: Path, *overrides: str) -> list[str]:

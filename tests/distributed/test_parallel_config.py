@@ -36,6 +36,7 @@ def test_dp_shard_fills_the_rest_of_the_world():
     (6, dict(tp=4), "not divisible by dp_replicate × tp × pp = 4"),
     (4, dict(dp_shard=0), "dp_shard must be ≥ 1, or -1"),
     (2, dict(pp=2, dp_shard=1), "pipeline parallelism is not supported"),
+    (2, dict(grad_compression="bf16"), "use FSDP2; set parallel.fsdp_reduce_dtype=bf16"),
 ])
 def test_invalid_degree_combinations_say_what_to_change(world, degrees, match):
     with pytest.raises(DistributedError, match=match):

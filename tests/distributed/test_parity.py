@@ -48,6 +48,7 @@ def test_two_process_ddp_fsdp_tp_match_one_process():
         "ddp_bf16": {"model": "gpt2", "parallel": {"dp_replicate": 2, "dp_shard": 1, "grad_compression": "bf16"}},
         "fsdp": {"model": "gpt2", "parallel": {"dp_shard": 2}},
         "fsdp_accum": {"model": "gpt2", "parallel": {"dp_shard": 2}, "grad_accum": 2},
+        "fsdp_bf16": {"model": "gpt2", "parallel": {"dp_shard": 2, "fsdp_param_dtype": "bf16"}},
         "tp": {"model": "gpt2", "parallel": {"tp": 2, "dp_shard": 1}},
     })
     gpt2 = reference_losses("gpt2")
@@ -59,10 +60,15 @@ def test_two_process_ddp_fsdp_tp_match_one_process():
     assert bf16["bytes"]["all_reduce"] * 2 == ddp["bytes"]["all_reduce"]
     drift = max(abs(a - b) for a, b in zip(runs["ddp_bf16"]["losses"], gpt2))
     assert 0 < drift < 5e-3
+    # FSDP2 MixedPrecisionPolicy: weights gathered in bf16 (half the bytes), gradients reduced in fp32.
+    fsdp, fsdp_bf16 = runs["fsdp"]["comm"], runs["fsdp_bf16"]["comm"]
+    assert fsdp_bf16["bytes"]["all_gather"] * 2 == fsdp["bytes"]["all_gather"]
+    assert fsdp_bf16["bytes"]["reduce_scatter"] == fsdp["bytes"]["reduce_scatter"]
+    assert 0 < max(abs(a - b) for a, b in zip(runs["fsdp_bf16"]["losses"], gpt2)) < 5e-2
     # Accumulation does not add gradient syncs: DDP all-reduces and FSDP reduce-scatters once per step.
     assert runs["ddp_accum"]["comm"]["count"] == ddp["count"]
     assert runs["ddp_accum"]["comm"]["bytes"] == ddp["bytes"]
-    fsdp, fsdp_accum = runs["fsdp"]["comm"], runs["fsdp_accum"]["comm"]
+    fsdp_accum = runs["fsdp_accum"]["comm"]
     assert fsdp_accum["count"]["reduce_scatter"] == fsdp["count"]["reduce_scatter"]
     assert fsdp_accum["count"]["all_gather"] == 2 * fsdp["count"]["all_gather"]  # weights per micro-batch
     # DDP all-reduces every gradient once: the measured bytes are the model's gradient bytes.
@@ -86,19 +92,23 @@ def test_two_process_tp_llama_matches_one_process():
 
 @pytest.mark.slow
 def test_four_process_variants_match_one_process():
-    """gpt2 (tied head, learned positions) under FSDP × TP, HSDP × TP, and FSDP2 option variants."""
+    """gpt2 (tied head, learned positions) under FSDP × TP and HSDP × TP; FSDP2 option variants;
+    activation checkpointing inside FSDP2 × TP."""
     runs = run_parity(4, {
         "fsdp_tp_gpt2": {"model": "gpt2", "parallel": {"dp_shard": 2, "tp": 2}},
         "hsdp_tp": {"model": "gpt2", "parallel": {"dp_replicate": 2, "dp_shard": 1, "tp": 2}},
         "fsdp4_never_prefetch": {"model": "llama", "parallel": {"dp_shard": 4, "fsdp_reshard_after_forward": "never",
                                                                "fsdp_prefetch": 1}},
         "fsdp4_always": {"model": "llama", "parallel": {"dp_shard": 4, "fsdp_reshard_after_forward": "always"}},
+        "fsdp_tp_ac": {"model": "llama", "parallel": {"dp_shard": 2, "tp": 2},
+                       "train": {"activation_checkpointing": True}},
     })
     gpt2, llama = reference_losses("gpt2"), reference_losses("llama")
     assert_parity(runs["fsdp_tp_gpt2"]["losses"], gpt2)
     assert_parity(runs["hsdp_tp"]["losses"], gpt2)
     assert_parity(runs["fsdp4_never_prefetch"]["losses"], llama)
     assert_parity(runs["fsdp4_always"]["losses"], llama)
+    assert_parity(runs["fsdp_tp_ac"]["losses"], llama)  # TP → activation checkpointing → FSDP2
     # Keeping weights gathered after forward saves the backward re-gathers.
     never, always = runs["fsdp4_never_prefetch"]["comm"], runs["fsdp4_always"]["comm"]
     assert never["bytes"]["all_gather"] < always["bytes"]["all_gather"]

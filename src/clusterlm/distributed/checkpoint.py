@@ -23,10 +23,12 @@ checkpoint is a `CheckpointError`, never code execution.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pickle
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +214,8 @@ class DCPBackend:
                 self._async_group = dist.new_group(backend="gloo")
             future = dcp.async_save(tensors, storage_writer=writer, process_group=self._async_group)
             return PendingSave(future, finish)
-        dcp.save(tensors, storage_writer=writer, process_group=self._group)
+        with _single_process_ok():
+            dcp.save(tensors, storage_writer=writer, process_group=self._group)
         finish()
         return None
 
@@ -264,17 +267,26 @@ def _read_state_json(directory: Path) -> Any:
 
 def _load_tensors(directory: Path, tensors: dict[str, torch.Tensor], group: Any = None) -> None:
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     try:
-        with warnings.catch_warnings():
-            # Loading into one process without a process group is intended (export, eval, 2 → 1).
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        with _single_process_ok():
             dcp.load(tensors, storage_reader=_reader(directory / DCP_DIR), planner=_planner(), process_group=group)
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - DCP wraps per-rank failures in CheckpointException
+    # DCP wraps per-rank failures in CheckpointException (a BaseException).
+    except (Exception, CheckpointException) as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{directory / DCP_DIR}: cannot load the checkpoint ({first})") from None
+
+
+@contextlib.contextmanager
+def _single_process_ok() -> Iterator[None]:
+    """DCP warns when it runs without a process group; loading into or saving from one process
+    (export, eval, resuming at world size 1) is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _merge_saved(saved: Any, now: Any, tensors: dict[str, torch.Tensor]) -> Any:

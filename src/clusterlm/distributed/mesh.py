@@ -60,7 +60,13 @@ class ParallelDims:
                     f"{world_size}; make the product equal {world_size} (or set parallel.dp_shard=-1 "
                     "to fill the rest)"
                 )
-        return cls(cfg.dp_replicate, dp_shard, cfg.tp, cfg.pp, world_size)
+        dims = cls(cfg.dp_replicate, dp_shard, cfg.tp, cfg.pp, world_size)
+        if cfg.grad_compression != "none" and not dims.ddp:
+            raise DistributedError(
+                f"parallel.grad_compression={cfg.grad_compression} compresses DDP's all-reduce, but these degrees "
+                f"({dims.describe()}) use FSDP2; set parallel.fsdp_reduce_dtype=bf16 instead"
+            )
+        return dims
 
     # ----------------------------------------------------------------- derived
     @property
