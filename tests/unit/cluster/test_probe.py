@@ -42,7 +42,7 @@ def test_probe_spec_is_a_valid_plannable_cluster():
     spec = probe.probe_spec(fake_result())
     cluster = resolve(validate(ClusterSpec, spec))
     assert cluster.acc.peak_flops("fp32") == pytest.approx(80e9)
-    assert cluster.acc.gemm_table[0] == (0.0005, 0.25)  # efficiency relative to the 1024³ rate
+    assert cluster.acc.gemm_table[0] == (0.0005, 0.25)  # relative to the table's largest GEMM
     assert cluster.acc.runtime_overhead_gib == 0.5 and cluster.storage.write_gb_s == 1.0
     est = estimate(Workload(gpt(), seq_len=128, global_batch=4), cluster,
                    Execution(micro_batch=4, precision="fp32"))
