@@ -54,6 +54,18 @@ DDP_BUCKET_BYTES = 25 * 2**20  # PyTorch DDP's default bucket: the part of the g
 # PyTorch's single-tensor AdamW (the CPU default): ≈ 8 separate element-wise passes.
 FUSED_ADAM_EXTRA = 8  # grad-norm read + clip scaling, beyond the single pass
 UNFUSED_ADAM_BYTES_FP32 = 96
+UNFUSED_ADAM_KERNELS = 10
+
+
+def param_tensors(cfg: ModelConfig) -> int:
+    """Parameter tensors of a transformer built from `cfg` (weights, biases, norm scales)."""
+    bias = cfg.use_bias
+    if cfg.style == "llama":
+        per_layer = 2 + 7 + (7 if bias else 0)  # two RMSNorm scales, q k v o gate up down
+    else:
+        per_layer = 2 * (2 if bias else 1) + 6 + (6 if bias else 0)  # two LayerNorms, q k v o fc proj
+    embeddings = 1 + (1 if cfg.style == "gpt2" else 0) + (0 if cfg.tie_embeddings else 1)
+    return cfg.n_layer * per_layer + embeddings + (2 if cfg.style == "gpt2" and bias else 1)
 
 
 @dataclass(frozen=True)
@@ -338,7 +350,10 @@ def estimate(workload: Workload, cluster: Cluster, execution: Execution) -> Esti
         per_param = 2 * state.optimizer + state.grads + 2 * state.weights + FUSED_ADAM_EXTRA
     else:
         per_param = UNFUSED_ADAM_BYTES_FP32 * (state.optimizer + state.weights + state.grads) / 16
-    opt_time = opt_params * per_param / dev.mem_bytes_per_s + 20 * dev.kernel_s
+    # Kernels: a fused optimizer runs a few multi-tensor launches; PyTorch's per-tensor loop runs
+    # ≈ 10 element-wise kernels (AdamW's 8 passes, norm and clip) for every parameter tensor.
+    kernels = 20 if fused else UNFUSED_ADAM_KERNELS * param_tensors(cfg) / p
+    opt_time = opt_params * per_param / dev.mem_bytes_per_s + kernels * dev.kernel_s
 
     time = TimeBreakdown(
         compute=m * crit["compute"],

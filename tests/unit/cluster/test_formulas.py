@@ -211,3 +211,13 @@ def test_run_totals_by_hand():
     assert tot.checkpoint_write_s == pytest.approx(ckpt / 5e9)  # storage write (5 GB/s) < NICs
     assert tot.data_read_gb_s == pytest.approx(est.tokens_per_s * 2 / 1e9)
     assert math.isclose(est.mfu, est.model_tflops_per_gpu * 1e12 / 100e12)
+
+
+@pytest.mark.parametrize("kw", [dict(preset="gpt2-14M"), dict(preset="tiny-llama"), dict(preset="llama2-7B", n_layer=2),
+                                dict(preset="gpt2-124M", n_layer=2, bias=False)])
+def test_parameter_tensor_count_matches_the_built_model(kw):
+    from clusterlm.cluster.estimator import param_tensors
+    from clusterlm.model.build import build_model
+
+    cfg = ModelConfig(vocab_size=512, **kw)
+    assert param_tensors(cfg) == len(list(build_model(cfg, device="meta").parameters()))
