@@ -136,30 +136,34 @@ def quickstart(cfg: Any, *, fresh: bool = False, prompt: str = DEFAULT_PROMPT, m
 
 
 def prepare_or_reuse(data_cfg: Any, quiet: bool) -> tuple[Path, bool]:
-    """Prepare `data_cfg.dir` unless it already holds a complete dataset made with the same settings."""
+    """Prepare `data_cfg.dir` unless it already holds a complete dataset made with the same settings.
+
+    "Same" = the data config recorded in its manifest equals ours and it was made from the same
+    source (for the default corpus: this Python's standard library).
+    """
     from clusterlm.data import corpus
     from clusterlm.data.loader import Dataset
     from clusterlm.data.prepare import prepare_dataset
     from clusterlm.errors import ClusterLMError
-    from clusterlm.fsio import atomic_write_json
 
     out = Path(data_cfg.dir)
-    settings = {**data_cfg.model_dump(mode="json", exclude={"dir", "workers"}),
-                "corpus": corpus.describe() if not data_cfg.inputs else None}
-    stamp = out.with_name(out.name + ".settings.json")
-    if out.exists() and stamp.is_file():
+    wanted = data_cfg.model_dump(mode="json", exclude={"dir", "workers"})
+    source = corpus.describe() if not data_cfg.inputs else ", ".join(data_cfg.inputs)
+    if out.exists():
         try:
-            same = json.loads(stamp.read_text(encoding="utf-8")) == settings
-            if same:
-                Dataset.open(out)
-                print(f"[1/4] reusing dataset {out} (prepared with the same settings)", file=sys.stderr)
-                return out, True
-        except (ClusterLMError, json.JSONDecodeError, OSError):
-            pass
-    print(f"[1/4] preparing {out} from {corpus.describe() if not data_cfg.inputs else data_cfg.inputs}",
-          file=sys.stderr)
-    prepare_dataset(data_cfg, out, overwrite=out.exists(), quiet=quiet)
-    atomic_write_json(stamp, settings)
+            manifest = Dataset.open(out).manifest
+        except ClusterLMError:
+            manifest = {}
+        if manifest.get("config") == wanted and (manifest.get("report") or {}).get("source") == source:
+            print(f"[1/4] reusing dataset {out} (prepared with the same settings)", file=sys.stderr)
+            return out, True
+    replace = out.exists()
+    if replace and not (out / "manifest.json").is_file() and any(out.iterdir()):
+        from clusterlm.errors import OutputExistsError
+
+        raise OutputExistsError(f"data.dir {out} exists and is not a clusterlm dataset; choose another data.dir")
+    print(f"[1/4] preparing {out} from {source}", file=sys.stderr)
+    prepare_dataset(data_cfg, out, overwrite=replace, quiet=quiet)
     return out, False
 
 
