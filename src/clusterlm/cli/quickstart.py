@@ -83,7 +83,12 @@ def quickstart(cfg: Any, *, fresh: bool = False, prompt: str = DEFAULT_PROMPT, m
     t0 = time.perf_counter()
     _say(f"[2/4] training {cfg.model.preset or cfg.model.style} for up to "
          f"{cfg.train.max_minutes or '?'} min → {run_dir}", stream)
-    result = Trainer(cfg, progress=progress).run()
+    from clusterlm.errors import CheckpointError
+
+    try:
+        result = Trainer(cfg, progress=progress).run()
+    except CheckpointError as exc:  # e.g. the recipe changed since the last quickstart
+        raise CheckpointError(f"{exc} (or rerun with --fresh to start the quickstart run over)") from None
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

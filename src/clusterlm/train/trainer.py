@@ -86,6 +86,7 @@ class Trainer:
                                       checkpoint_backend or self.world.checkpoint_backend())
         self._stop_requested: str | None = None
         self._setup_done = False
+        self._updating = False
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -187,7 +188,12 @@ class Trainer:
                 try:
                     loss, grad_norm, lr = self.train_step()
                 except KeyboardInterrupt:
-                    # Mid-step: rewind to the step's start so the saved state is consistent.
+                    if self._updating:  # weights half-updated: keep the previous checkpoint as the latest
+                        self.progress.write(f"interrupted during the update of step {state.step}; the last "
+                                            f"checkpoint is {self.ckpt.latest()}")
+                        raise
+                    # Mid-step, before the update: rewind the loader and RNG to the step's start so
+                    # the saved state is consistent (the step is redone on resume).
                     self.optimizer.zero_grad(set_to_none=True)
                     last_ckpt = self._save(snapshot={"loader": _Snapshot(loader_state), "rng": _Snapshot(rng_state)})
                     self.progress.write(f"interrupted at step {state.step}; checkpoint {last_ckpt}; "
@@ -285,11 +291,13 @@ class Trainer:
         loss_value = float(loss_sum) / self.grad_accum  # one host sync per step
         grad_norm_value = float(grad_norm)
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm_value)
+        self._updating = True  # weights change from here on: an interrupt now cannot be rewound
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # skips the update itself on inf/nan gradients
             self.scaler.update()
         elif finite:
             self.optimizer.step()
+        self._updating = False
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, grad_norm_value, lr
 

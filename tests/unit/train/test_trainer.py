@@ -180,3 +180,29 @@ def test_doc_shuffle_and_seeded_runs_are_deterministic(tiny_cfg):
     b = Trainer(tiny_cfg("b", "train.augment=doc_shuffle", "train.max_steps=3"), progress=False).run()
     wa, wb = _weights(a), _weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_hard_interrupt_mid_step_rewinds_to_the_step_start(tiny_cfg):
+    """A KeyboardInterrupt between micro-batches saves the state from before the step; resume is exact."""
+    extra = ("model.dropout=0.1", "train.grad_accum=2", "train.max_steps=6")
+
+    class Interrupted(Trainer):
+        calls = 0
+
+        def compute_loss(self, logits, targets):
+            if self.state.step == 3:
+                self.calls += 1
+                if self.calls == 2:  # second micro-batch of step 3: the loader has moved on twice
+                    raise KeyboardInterrupt
+            return super().compute_loss(logits, targets)
+
+    straight = Trainer(tiny_cfg("a", *extra), progress=False).run()
+    interrupted = Interrupted(tiny_cfg("b", *extra), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    latest = interrupted.ckpt.latest()
+    assert latest.name == "step-0000003"
+    assert torch.load(latest / "train_state.pt", weights_only=True)["loader"]["batch_index"] == 6
+    result = Trainer(tiny_cfg("b", *extra), progress=False).run()
+    a, b = _weights(straight), _weights(result)
+    assert all(torch.equal(a[k], b[k]) for k in a)
