@@ -120,7 +120,8 @@ def run_config(spec: dict, timeout_s: float = 600) -> dict:
         for p in procs:
             out, err = p.communicate(timeout=timeout_s)
             if p.returncode != 0:
-                raise SystemExit(f"worker failed:\n{err[-3000:]}")
+                raise SystemExit(f"worker of {spec['nprocs']} process(es) {spec['parallel']} exited with "
+                                 f"{p.returncode}:\n{err[-3000:]}")
             outs.append(json.loads(out.strip().splitlines()[-1]))
     finally:
         for p in procs:

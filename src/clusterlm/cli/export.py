@@ -10,7 +10,8 @@
                `AutoModelForCausalLM.from_pretrained(PATH)`. Recurrent models have no HF form.
 
 The format defaults to safetensors when PATH ends in .safetensors, else hf. CKPT is a
-checkpoint dir or a run dir (its latest checkpoint). Outputs are written under temporary
+checkpoint dir or a run dir (its latest checkpoint), single-process or distributed (DCP shards
+are consolidated). Outputs are written under temporary
 names and renamed into place; an existing output is kept unless --overwrite is given.
 """
 
@@ -43,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
 def load_for_export(path: str | Path) -> Any:
     """The model to export, as a `LoadedModel`.
 
-    Single-process checkpoints (model.safetensors) load directly; this is the place to
-    consolidate other checkpoint layouts (e.g. sharded distributed checkpoints) first.
+    Single-process checkpoints (model.safetensors) load directly; sharded distributed (DCP)
+    checkpoints are consolidated into one plain model by `load_model_dir` itself.
     """
     from clusterlm.model.serialization import load_model_dir
 
