@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from clusterlm.fsio import atomic_dir, atomic_write_json, atomic_write_text
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_atomic_write_replaces_and_uses_umask_mode(tmp_path):
+    target = tmp_path / "a" / "out.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert _mode(target) == 0o666 & ~mask
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]  # no temp files left
+
+
+def test_atomic_dir_is_invisible_until_complete(tmp_path):
+    target = tmp_path / "ds"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "x").write_text("partial")
+            raise RuntimeError("killed")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:
+        atomic_write_json(tmp / "manifest.json", {"ok": True})
+    assert (target / "manifest.json").exists()
+
+
+def test_atomic_dir_refuses_existing_without_overwrite(tmp_path):
+    target = tmp_path / "ds"
+    target.mkdir()
+    (target / "keep").write_text("old")
+    with pytest.raises(FileExistsError):
+        with atomic_dir(target):
+            pass
+    assert (target / "keep").read_text() == "old"
+    with atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "new").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new"]
