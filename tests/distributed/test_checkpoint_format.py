@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import loop
+import parity_loop as loop
 import pytest
 import torch
 import torch.nn.functional as F

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-import loop
+import parity_loop as loop
 import pytest
 import torch
 from harness import run_workers

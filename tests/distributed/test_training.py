@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import train_args
-from harness import run_command, run_workers, wait_all, worker_env
+from harness import run_command, run_workers, train_args, wait_all, worker_env
 
 from clusterlm.distributed.launch import LaunchSpec, multi_node_command, single_node_command
 

@@ -9,15 +9,15 @@ The process joins the job through `clusterlm.distributed.env.init_world`, exactl
 from __future__ import annotations
 
 import json
-import time
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import loop  # noqa: E402
+import parity_loop as loop  # noqa: E402
 
 from clusterlm.config.parallel import ParallelConfig  # noqa: E402
 from clusterlm.distributed.env import init_world, shutdown  # noqa: E402
