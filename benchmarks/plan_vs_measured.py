@@ -1,15 +1,16 @@
 """Closed loop on this machine: `clusterlm plan` predicts, `clusterlm train` measures.
 
-1. probe this machine (`clusterlm cluster probe`) → a cluster spec (or use --spec);
-2. prepare a small dataset (2 MB of the default corpus, 4k vocabulary);
-3. `clusterlm plan --model run.yaml --cluster spec.yaml --json` → predicted step time and memory;
-4. `clusterlm train run.yaml` → measured step time (median of per-step times after warm-up) and
+1. prepare a small dataset (2 MB of the default corpus, 4k vocabulary);
+2. probe this machine (`clusterlm cluster probe`) → a cluster spec, and plan the run on it
+   (`clusterlm plan --model run.yaml --cluster spec.yaml --json`): predicted step time, memory;
+3. `clusterlm train run.yaml` → measured step time (median of per-step times after warm-up) and
    peak resident memory from the run's metrics.jsonl;
+4. probe and plan again, and take the mean of the two predictions — on a shared machine the
+   load changes while the run trains, and the two probes bracket it;
 5. print predicted ÷ measured for both (targets: step time within 25 %, peak memory within 15 %),
    and the time `--search` takes for Llama-3-405B on 16,384 H100 (target < 5 s).
 
-The probe and the training run are measured back to back so that both see the same machine
-load; other processes competing for the 2 cores distort both (check `uptime` first).
+Other processes competing for the 2 cores distort every number: check `uptime` first.
 
     .venv/bin/python benchmarks/plan_vs_measured.py [--steps 12] [--model gpt2-14M] [--spec local.yaml]
 """
@@ -55,12 +56,15 @@ def main() -> int:
     data = work / "data"
     if not (data / "manifest.json").exists():
         sh(["prepare", "--out", str(data), "--max-mb", "2", "--vocab-size", "4096", "--quiet"])
-    spec = args.spec
-    if spec is None:
-        spec = str(work / "local.yaml")
-        t0 = time.perf_counter()
-        sh(["cluster", "probe", "--out", spec, "--disk-dir", str(work), "--overwrite"])
-        print(f"probe: {time.perf_counter() - t0:.1f} s")
+    def probe_and_plan(tag: str) -> dict:
+        spec = args.spec
+        if spec is None:
+            spec = str(work / f"local-{tag}.yaml")
+            t0 = time.perf_counter()
+            sh(["cluster", "probe", "--out", spec, "--disk-dir", str(work), "--overwrite"])
+            print(f"probe ({tag}): {time.perf_counter() - t0:.1f} s, load {os.getloadavg()[0]:.2f}")
+        return json.loads(sh(["plan", "--model", str(run_yaml), "--cluster", spec, "--json"]).stdout)
+
     run_dir = work / "run"
     cfg = {
         "data": {"dir": str(data)},
@@ -73,7 +77,7 @@ def main() -> int:
     run_yaml = work / "run.yaml"
     run_yaml.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    plan = json.loads(sh(["plan", "--model", str(run_yaml), "--cluster", spec, "--json"]).stdout)
+    before = probe_and_plan("before")
     if run_dir.exists():
         import shutil
 
@@ -86,8 +90,12 @@ def main() -> int:
     steady = train[2:] or train  # the first steps include one-off allocation and thread start-up
     measured_step = statistics.median(r["step_time_s"] for r in steady)
     measured_mem = max(r["peak_mem_gib"] for r in train)  # before the final eval and checkpoint
+    after = probe_and_plan("after") if args.spec is None else before
+    plan = before
 
-    pred_step, pred_mem = plan["step_time_s"], plan["memory_gib"]["total"]
+    pred_step = (before["step_time_s"] + after["step_time_s"]) / 2
+    pred_mem = (before["memory_gib"]["total"] + after["memory_gib"]["total"]) / 2
+    print(f"predicted step time before/after the run: {before['step_time_s']:.3f} / {after['step_time_s']:.3f} s")
     r_step, r_mem = pred_step / measured_step, pred_mem / measured_mem
     print(f"model {args.model}: {plan['params']:,} params, seq {args.seq}, micro-batch {args.micro_batch}, "
           f"{args.precision}; train wall {wall:.0f} s for {args.steps} steps")

@@ -79,7 +79,9 @@ def layer_activation_bytes(x: ActivationShape, recompute: str) -> float:
         + mask * sbh / rep  # dropout mask after the projection
     )
     if x.flash:
-        attn += 4 * x.b * x.heads / t * x.s  # log-sum-exp statistics (fp32) instead of s×s tensors
+        # The fused kernel keeps its output (for its backward) and fp32 log-sum-exp rows instead
+        # of s×s tensors; the output-projection input above is a re-laid-out copy of it.
+        attn += e * sb * q / t + 4 * x.b * x.heads / t * x.s
     elif recompute != "selective":
         probs = x.b * x.heads / t * x.s * x.s
         attn += e * probs + (mask + e) * probs * (1 if x.dropout else 0)  # softmax out, mask, dropout out
@@ -181,9 +183,9 @@ def memory_breakdown(cfg: ModelConfig, *, seq_len: int, tp: int, pp: int, dp: in
     rep = t if sp else 1
     sbh = s * b * h
     mask = 1 if cfg.dropout > 0 else 0
-    # Output layer: its input and the fp32 logits the loss keeps (plus the cast copy when the
-    # logits come out in 16-bit), for the one micro-batch in flight on the last stage.
-    logits = s * b * V / t * (4 + (elem if elem < 4 else 0))
+    # Output layer: its input, the logits it produced, their fp32 copy when they come out in 16-bit,
+    # and the fp32 log-softmax the loss keeps — for the one micro-batch in flight on the last stage.
+    logits = s * b * V / t * (elem + 4 + (4 if elem < 4 else 0))
     last_extra = 2 * elem * sbh / rep + logits
     first_extra = (mask + elem) * sbh / rep * in_flight  # embedding output (and its dropout mask)
     # Working buffers beyond what is kept for backward: the recomputed layer (full: one layer's
@@ -195,7 +197,8 @@ def memory_breakdown(cfg: ModelConfig, *, seq_len: int, tp: int, pp: int, dp: in
     grad_buf = 2 * elem * s * b * max(cfg.ffn_dim * (2 if cfg.style == "llama" else 1), h) / t
     gather_buf = 2 * params.largest_layer * elem / t if zero == 3 and d > 1 else 0.0
     bucket = 2 * 25 * 2**20 if d > 1 else 0.0
-    loss_grad = s * b * V / t * 4
+    # Loss backward: the gradient of the fp32 log-softmax and of its input (cast back when 16-bit).
+    loss_grad = s * b * V / t * (4 + 4 + (elem if elem < 4 else 0))
 
     def stage(n_params: float, extra: float, loss: float, held: float, name: str) -> MemoryBreakdown:
         return MemoryBreakdown(
