@@ -8,9 +8,11 @@
 
   clusterlm cluster probe [--out spec.yaml] [--quick]
       Measure this machine — matmul FLOP/s (fp32, bf16) and a GEMM size/efficiency table,
-      fused-attention FLOP/s, memory bandwidth, disk write/read, loopback all-reduce latency and
-      bandwidth between 2 gloo processes, the training process's baseline memory — and write a
-      cluster spec that `clusterlm plan --cluster` accepts.
+      fused-attention FLOP/s, memory bandwidth and how fast element-wise kernels run against it,
+      disk write/read, loopback all-reduce latency and bandwidth between 2 gloo processes, the
+      training process's baseline memory — and write a cluster spec that `clusterlm plan
+      --cluster` accepts. Timings are medians: on a shared machine they describe it under the
+      load of the moment (the load average is recorded).
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def _probe(args: argparse.Namespace) -> int:
         f"matmul bf16       {res.matmul_flops['bf16'] / 1e9:,.1f} GFLOP/s",
         "GEMM table        " + ", ".join(f"{g:.3g} GFLOP: {f / 1e9:,.1f}" for g, f in res.gemm_table),
         f"attention (SDPA)  {(res.attention_flops or 0) / 1e9:,.1f} GFLOP/s executed",
-        f"memory bandwidth  {res.memory_bandwidth / 1e9:,.1f} GB/s (copy)",
+        f"memory bandwidth  {res.memory_bandwidth / 1e9:,.1f} GB/s (copy); element-wise kernels at "
+        f"{res.elementwise_efficiency:.0%} of it",
         f"kernel overhead   {res.kernel_overhead_s * 1e6:,.1f} µs per op",
     ]
     if res.disk_write:
