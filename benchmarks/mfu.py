@@ -120,7 +120,7 @@ def main() -> int:
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s (before {peak_before / 1e9:.1f}, after {peak_after / 1e9:.1f})")
     print(f"eager:   {eager['tokens_per_s']:,.0f} tok/s, step {eager['step_time_s']:.3f} s, "
           f"achieved {eager['tokens_per_s'] * fpt / 1e9:.1f} GFLOP/s")
-    print(f"MFU (eager, fp32): {mfu:.1%}  (target ≥ {TARGET_MFU:.0%}: {'PASS' if mfu >= TARGET_MFU else 'BELOW TARGET'})")
+    print(f"MFU (eager, fp32): {mfu:.2%}  (target ≥ {TARGET_MFU:.0%}: {'PASS' if mfu >= TARGET_MFU else 'BELOW TARGET'})")
     if compiled is not None:
         ratio = compiled["tokens_per_s"] / eager["tokens_per_s"]
         print(f"torch.compile: {compiled['tokens_per_s']:,.0f} tok/s = {ratio:.2f}× eager "

@@ -29,11 +29,13 @@ def evaluate_split(
     autocast: Callable[[], ContextManager[Any]] | None = None,
     world: World | None = None,
 ) -> TokenStats:
-    """Token statistics over the first `max_batches` sequential windows of `split` (None = all).
+    """Token statistics over `max_batches` batches of non-overlapping windows of `split` (None = all).
 
-    Sequential, non-overlapping windows make the number reproducible: the same
-    checkpoint always scores the same. The model is put in eval mode (no dropout)
-    and restored to its previous mode afterwards.
+    Windows are sequential and fixed, so the same checkpoint always scores the same. When
+    only part of the split is scored, the windows are spread evenly over all of it (every
+    k-th window) rather than taken from its start: the first documents of a split are not a
+    fair sample of it, and a biased train-split sample would distort the generalisation gap.
+    The model is put in eval mode (no dropout) and restored to its previous mode afterwards.
     """
     from clusterlm.data.loader import TokenLoader
 
@@ -42,8 +44,14 @@ def evaluate_split(
     model.eval()
     stats = TokenStats()
     try:
+        # The sequential loader gives rank r of W the windows k ≡ r (mod W); scoring with
+        # W·stride "ranks" keeps every stride-th window of this rank's share.
+        stride = 1
+        if max_batches is not None:
+            windows = (dataset.num_tokens(split) - 1) // seq_len
+            stride = max(1, windows // (max_batches * batch_size * world.dp_world_size))
         loader = TokenLoader(dataset, split, batch_size, seq_len, rank=world.dp_rank,
-                             world_size=world.dp_world_size, mode="sequential")
+                             world_size=world.dp_world_size * stride, mode="sequential")
         n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
         for i, (x, y) in enumerate(loader):
             if i >= n_batches:
