@@ -32,6 +32,7 @@ from clusterlm.model.flops import flops_per_token, param_count
 from clusterlm.train import setup as setup_mod
 from clusterlm.train.augment import augment_batch, augment_generator
 from clusterlm.train.checkpoint import CheckpointBackend, CheckpointManager
+from clusterlm.train.host_memory import keep_freed_host_memory
 from clusterlm.train.metrics import MetricsLogger, Progress, peak_memory_gib
 from clusterlm.train.optim import WarmupCosineSchedule, build_optimizer
 from clusterlm.train.precision import resolve_device, select_precision
@@ -97,6 +98,8 @@ class Trainer:
         self.grad_accum = setup_mod.resolve_grad_accum(tcfg, world)
         setup_mod.check_splits(self.dataset, tcfg.seq_len, tcfg.micro_batch)
         self.precision = select_precision(tcfg.precision, world.device)
+        if world.device.type == "cpu":
+            keep_freed_host_memory()  # ~1.4× faster CPU steps: no page faults on reused buffers
 
         resume_from = self._find_resume_checkpoint()
         # Resuming wins over train.init_from: init_from only seeds a fresh run.
