@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from clusterlm.config.base import dump_yaml
 from clusterlm.config.run import RunConfig
@@ -253,8 +254,15 @@ class Trainer:
         world.barrier()
         return TrainResult(self.run_dir, state.step, state.tokens_seen, stop_reason, last_ckpt, summary)
 
-    def compute_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy; fp32 softmax even under autocast."""
+    def compute_loss(self, module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of `module` on one micro-batch, fp32 softmax even under autocast.
+
+        Where allowed, the output projection is fused with the loss (`model/loss.py`: same value
+        and gradients without the (B·T, V) logits tensor); a tensor-parallel head takes the plain path.
+        """
+        if self.handles.fused_loss:
+            return module(inputs, targets=targets)
+        logits = module(inputs)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     def train_step(self) -> tuple[float, float, float]:
@@ -278,8 +286,7 @@ class Trainer:
             # Data-parallel gradients are reduced once per step, after the last micro-batch.
             with self.handles.micro_step(sync=micro == self.grad_accum - 1):
                 with self.precision.autocast(device):
-                    logits = module(x)
-                loss = self.compute_loss(logits, y)
+                    loss = self.compute_loss(module, x, y)
                 # Each micro-batch contributes 1/accum of the step's mean loss, so the summed
                 # gradient equals that of one big batch (and DDP/FSDP average over ranks).
                 scaled = loss / self.grad_accum

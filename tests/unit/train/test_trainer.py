@@ -121,8 +121,8 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops_with_a_usable_checkpoint
     class PoisonedTrainer(Trainer):
         bad_steps = {2, 5, 6}
 
-        def compute_loss(self, logits, targets):
-            loss = super().compute_loss(logits, targets)
+        def compute_loss(self, module, inputs, targets):
+            loss = super().compute_loss(module, inputs, targets)
             return loss * float("nan") if self.state.step in self.bad_steps else loss
 
     trainer = PoisonedTrainer(tiny_cfg("nan", "train.max_nonfinite=3", "train.ckpt_every=100"), progress=False)
@@ -189,12 +189,12 @@ def test_hard_interrupt_mid_step_rewinds_to_the_step_start(tiny_cfg):
     class Interrupted(Trainer):
         calls = 0
 
-        def compute_loss(self, logits, targets):
+        def compute_loss(self, module, inputs, targets):
             if self.state.step == 3:
                 self.calls += 1
                 if self.calls == 2:  # second micro-batch of step 3: the loader has moved on twice
                     raise KeyboardInterrupt
-            return super().compute_loss(logits, targets)
+            return super().compute_loss(module, inputs, targets)
 
     straight = Trainer(tiny_cfg("a", *extra), progress=False).run()
     interrupted = Interrupted(tiny_cfg("b", *extra), progress=False)
