@@ -122,7 +122,6 @@ def prepare_dataset(config: DataConfig, out: str | Path, overwrite: bool = False
         }
         (tmp / _PID_FILE).unlink()
         atomic_write_json(tmp / "manifest.json", manifest)  # last: marks the dir complete
-        _make_readable(tmp)
     if not quiet:
         print(format_summary(report, str(out)))
     return report
@@ -243,15 +242,6 @@ def _check_output(out: Path, overwrite: bool) -> bool:
     if not empty_dir and not overwrite:
         raise OutputExistsError(f"output {out} already exists and is not empty; pass --overwrite to replace it")
     return True
-
-
-def _make_readable(root: Path) -> None:
-    """Temp files and dirs are created private (0600/0700); give the result normal permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(root, 0o777 & ~umask)
-    for name in ("manifest.json", "report.json", "tokenizer.json"):
-        os.chmod(root / name, 0o666 & ~umask)
 
 
 def _remove_stale_temps(out: Path) -> None:

@@ -33,6 +33,9 @@ def test_atomic_dir_is_invisible_until_complete(tmp_path):
     with atomic_dir(target) as tmp:
         atomic_write_json(tmp / "manifest.json", {"ok": True})
     assert (target / "manifest.json").exists()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert _mode(target) == 0o777 & ~mask  # not mkdtemp's private 0700
 
 
 def test_atomic_dir_refuses_existing_without_overwrite(tmp_path):
