@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotation only: importing it at run time would pull torch into `--help`
+    from clusterlm.model.serialization import LoadedModel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,25 +33,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-echo", action="store_true", help="print only the continuation, not the prompt")
 
 
+def load_for_generation(checkpoint: str, device_name: str) -> LoadedModel:
+    """Load CKPT (in eval mode) on --device, insisting on a tokenizer; bad input is a one-line error.
+
+    Shared by `generate` and `serve`, so both accept exactly the same CKPT and --device values.
+    """
+    from clusterlm.errors import CheckpointError, ConfigError, UsageError
+    from clusterlm.model.serialization import load_model_dir
+    from clusterlm.train.precision import resolve_device
+
+    try:
+        device = resolve_device(device_name)
+    except ConfigError as exc:
+        raise UsageError(str(exc).replace("train.device", "--device")) from None
+    loaded = load_model_dir(checkpoint, device=device)
+    if loaded.tokenizer is None:
+        raise CheckpointError(f"{loaded.path} has no tokenizer.json; cannot encode the prompt")
+    return loaded
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
     from clusterlm.data.tokenizer import EOS_TOKEN
-    from clusterlm.errors import CheckpointError, ConfigError, UsageError
     from clusterlm.generate.generator import GenerationSettings, StreamDecoder, context_limit, generate_ids
     from clusterlm.generate.sampling import SamplingSettings
-    from clusterlm.model.serialization import load_model_dir
-    from clusterlm.train.precision import resolve_device
 
     sampling = SamplingSettings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    try:
-        device = resolve_device(args.device)
-    except ConfigError as exc:
-        raise UsageError(str(exc).replace("train.device", "--device")) from None
-    loaded = load_model_dir(args.checkpoint, device=device)
+    loaded = load_for_generation(args.checkpoint, args.device)
     tokenizer = loaded.tokenizer
-    if tokenizer is None:
-        raise CheckpointError(f"{loaded.path} has no tokenizer.json; cannot encode the prompt")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, sampling=sampling, seed=args.seed,
                                   use_kv_cache=not args.no_kv_cache, eos_id=tokenizer.token_to_id(EOS_TOKEN))
     prompt_ids = tokenizer.encode(args.prompt).ids

@@ -2,25 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from clusterlm.data.tokenizer import train_tokenizer
-
-TEXT = ["the quick brown fox jumps over the lazy dog. " * 4, "hello world, hello model. " * 4,
-        "def f(x):\n    return x + 1\n" * 3]
-
-
-@pytest.fixture(scope="session")
-def tokenizer():
-    """A tiny byte-level BPE trained on ASCII only, so non-ASCII text splits into byte tokens."""
-    return train_tokenizer(TEXT, vocab_size=300, min_frequency=1)
-
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-1 decoding of tiny models is dominated by thread wake-ups when the two CI cores are
-    shared with other tests; one intra-op thread makes these tests ~10× faster (results are the same)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_threaded(one_thread):
+    """Every generate test decodes batch 1 on a tiny model: see `one_thread` in tests/conftest.py."""
     yield
-    torch.set_num_threads(before)
