@@ -27,8 +27,8 @@ import torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # Default: the quickstart model's width and depth (configs/quickstart.yaml) with a context
-    # that holds 512 new tokens; the CPU MFU shape is --layers 6 --d-model 384 --heads 6.
+    # Default: a small GPT (4 layers, width 256, 8192-token vocab) with a context that holds 512
+    # new tokens; the CPU MFU shape is --layers 6 --d-model 384 --heads 6.
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
