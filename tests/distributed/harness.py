@@ -103,16 +103,27 @@ def run_command(cmd: list[str], *, timeout_s: float, cwd: Path = REPO) -> subpro
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def parse_results(text: str) -> list[dict]:
+    """Every `RESULT {json}` in `text`, in order. Ranks sharing one stdout (torchrun) can interleave
+    their writes, so a RESULT need not start a line: decode from each marker, not line by line."""
+    decoder, results, start = json.JSONDecoder(), [], text.find("RESULT ")
+    while start >= 0:
+        obj, end = decoder.raw_decode(text, start + len("RESULT "))
+        results.append(obj)
+        start = text.find("RESULT ", end)
+    return results
+
+
 def run_workers(nprocs: int, args: list[str], *, timeout_s: float = 120.0, script: Path = WORKER,
                 extra_env: dict[str, str] | None = None) -> list[dict]:
     """Start `nprocs` ranks of `script args`; return each rank's JSON result (its last RESULT line)."""
     outputs = run_job(nprocs, [sys.executable, str(script), *args], timeout_s=timeout_s, extra_env=extra_env)
     results = []
     for i, out in enumerate(outputs):
-        lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-        if not lines:
+        found = parse_results(out)
+        if not found:
             raise AssertionError(f"rank {i} printed no RESULT line:\n{out[-4000:]}")
-        results.append(json.loads(lines[-1][len("RESULT "):]))
+        results.append(found[-1])
     return results
 
 

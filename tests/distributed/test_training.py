@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from harness import run_command, run_workers, train_args, wait_all, worker_env
+from harness import parse_results, run_command, run_workers, train_args, wait_all, worker_env
 
 from clusterlm.distributed.launch import LaunchSpec, multi_node_command, single_node_command
 
@@ -112,7 +112,7 @@ def test_elastic_restart_after_a_rank_is_killed(dist_data, tmp_path, reference):
     cmd = [TORCHRUN, *single_node_command(launch)[1:-1]]  # drop the config argument our worker ignores
     proc = run_command(cmd, timeout_s=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    results = parse_results(proc.stdout)
     log = proc.stdout[-2000:] + proc.stderr[-3000:]
     assert sorted(r["rank"] for r in results) == [0, 1] and all(r["restarts"] == 1 for r in results), log
     assert "exitcode: -9" in proc.stderr, log  # the kill really happened

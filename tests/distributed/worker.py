@@ -9,6 +9,7 @@ The process joins the job through `clusterlm.distributed.env.init_world`, exactl
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,9 @@ def train(spec: dict) -> dict:
 def main() -> None:
     verb, spec = sys.argv[1], json.loads(sys.argv[2])
     result = {"parity": parity, "train": train}[verb](spec)
-    print("RESULT " + json.dumps(result), flush=True)
+    # One write call: ranks launched by torchrun share a stdout pipe, and print() may split a line.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), ("RESULT " + json.dumps(result) + "\n").encode())
 
 
 if __name__ == "__main__":
