@@ -21,7 +21,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-lstm":  dict(style="lstm",  n_layer=2, d_model=64, max_seq_len=64),
     "tiny-gru":   dict(style="gru",   n_layer=2, d_model=64, max_seq_len=64),
     "tiny-rnn":   dict(style="rnn",   n_layer=2, d_model=64, max_seq_len=64),
-    # Recurrent baselines at the quickstart model's width, to compare in `clusterlm eval`.
+    # Recurrent baselines at width 256 (configs/cpu-60min.yaml's width), to compare in `clusterlm eval`.
     "lstm-small": dict(style="lstm",  n_layer=2, d_model=256, max_seq_len=128),
     "gru-small":  dict(style="gru",   n_layer=2, d_model=256, max_seq_len=128),
     # ~14M parameters with an 8k vocabulary: the CPU MFU benchmark shape.
