@@ -72,7 +72,7 @@ def test_checkpoint_from_two_processes_resumes_in_one(dist_data, tmp_path, refer
 
     # `clusterlm export` consolidates the (final, single-process) checkpoint; the DCP one too.
     from clusterlm.cli.main import main
-    from clusterlm.model.serialization import load_model_dir
+    from clusterlm.checkpoint.load import load_model as load_model_dir
 
     exported = tmp_path / "step4.safetensors"
     assert main(["export", str(ckpt), "--out", str(exported)]) == 0

@@ -17,7 +17,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotation only: importing it at run time would pull torch into `--help`
-    from clusterlm.model.serialization import LoadedModel
+    from clusterlm.checkpoint.load import LoadedModel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,15 +38,11 @@ def load_for_generation(checkpoint: str, device_name: str) -> LoadedModel:
 
     Shared by `generate` and `serve`, so both accept exactly the same CKPT and --device values.
     """
-    from clusterlm.errors import CheckpointError, ConfigError, UsageError
-    from clusterlm.model.serialization import load_model_dir
-    from clusterlm.train.precision import resolve_device
+    from clusterlm.checkpoint.load import load_model
+    from clusterlm.errors import CheckpointError
+    from clusterlm.runtime.device import resolve_device
 
-    try:
-        device = resolve_device(device_name)
-    except ConfigError as exc:
-        raise UsageError(str(exc).replace("train.device", "--device")) from None
-    loaded = load_model_dir(checkpoint, device=device)
+    loaded = load_model(checkpoint, device=resolve_device(device_name, option="--device"))
     if loaded.tokenizer is None:
         raise CheckpointError(f"{loaded.path} has no tokenizer.json; cannot encode the prompt")
     return loaded

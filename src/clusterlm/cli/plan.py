@@ -169,7 +169,7 @@ def resolve_model(text: str, vocab: int | None):
     """Preset name or YAML → (ModelConfig, defaults from a run config, the run config dict or None)."""
     from clusterlm.config.base import load_yaml, validate
     from clusterlm.config.run import RunConfig
-    from clusterlm.model.config import ModelConfig
+    from clusterlm.config.model import ModelConfig
 
     defaults: dict = {}
     base_run = None

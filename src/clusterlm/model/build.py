@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> nn.Module:
