@@ -95,9 +95,43 @@ def train(spec: dict) -> dict:
             "summary": result.summary}
 
 
+def _local_bytes(tensors) -> int:
+    total = 0
+    for t in tensors:
+        local = t.to_local() if hasattr(t, "to_local") else t
+        total += local.numel() * local.element_size()
+    return total
+
+
+def init(spec: dict) -> dict:
+    """Set a run up (meta-device build, parallelisms, this rank's shards initialised), then report
+    the sha256 of every whole tensor (gathered) and, after `steps` optimizer steps, the bytes of
+    parameters + optimizer state this rank holds."""
+    import hashlib
+
+    from clusterlm.checkpoint.state import full_model_state
+    from clusterlm.config.run import load_run_config
+    from clusterlm.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    cfg = load_run_config(None, spec["overrides"])
+    process = join(cfg.parallel, cfg.train.device)
+    trainer = Trainer(cfg, process=process, progress=False)
+    trainer.setup()
+    full = full_model_state(trainer.model)
+    digests = {k: hashlib.sha256(v.detach().float().contiguous().numpy().tobytes()).hexdigest()
+               for k, v in sorted(full.items())}
+    for _ in range(spec.get("steps", 0)):
+        trainer.train_step()
+    opt_tensors = [v for s in trainer.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    held = {"params": _local_bytes(trainer.model.parameters()), "optimizer": _local_bytes(opt_tensors)}
+    shutdown()
+    return {"rank": process.rank, "digests": digests, "held_bytes": held}
+
+
 def main() -> None:
     verb, spec = sys.argv[1], json.loads(sys.argv[2])
-    result = {"parity": parity, "train": train}[verb](spec)
+    result = {"parity": parity, "train": train, "init": init}[verb](spec)
     # One write call: ranks launched by torchrun share a stdout pipe, and print() may split a line.
     sys.stdout.flush()
     os.write(sys.stdout.fileno(), ("RESULT " + json.dumps(result) + "\n").encode())

@@ -157,10 +157,16 @@ class DCPBackend:
         skeleton_now, tensors = split_tensors(_gather_states(model, states))
         saved = _read_state_json(directory)
         load_tensors(directory, tensors, self.group)
-        # Non-tensor values come from the checkpoint; tensor leaves were loaded in place
-        # (resharded to this run's layout) into the template's tensors.
+        # Tensor leaves were loaded in place (resharded to this run's layout) into the template's
+        # tensors. The model's and optimizer's structure is this run's (a pipeline rank saved only
+        # its own stages' names); every other value comes from the checkpoint.
+        wanted = {name: skeleton_now[name] if name == MODEL_KEY or isinstance(states.get(name), torch.optim.Optimizer)
+                  else saved.get(name) for name in skeleton_now}
+        missing = [name for name, value in wanted.items() if value is None and name not in saved]
+        if missing:
+            raise CheckpointError(f"checkpoint lacks state for: {', '.join(missing)}")
         try:
-            merged = merge_tensors(saved, tensors)
+            merged = merge_tensors(wanted, tensors)
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint does not match this run's state ({exc})") from None
         _apply_states(model, states, merged)

@@ -78,7 +78,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", verify: boo
     """Load the model at `path` onto `device`, in eval mode (see the module docstring for PATH)."""
     source = open_model(path)
     tokenizer = load_tokenizer_file(source.tokenizer_path)
-    model = build_model(source.config, device=device)
+    model = build_model(source.config, device=device, seed=None)  # every weight is loaded next
     source.load_into(model, verify=verify)
     model.eval()
     return LoadedModel(model, source.config, tokenizer, source.meta, source.path,

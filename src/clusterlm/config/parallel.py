@@ -1,6 +1,6 @@
 """Parallel layouts: the `parallel:` config section and the resolved `ParallelPlan`.
 
-    world = dp_replicate × dp_shard × tp × pp        (dp_shard = -1 takes what is left)
+    world = pp × dp_replicate × dp_shard × tp        (dp_shard = -1 takes what is left)
 
 `ParallelConfig` is what a run config states (degrees plus process-group and communication
 knobs). `ParallelPlan` is one complete, validated layout for a world size: degrees with nothing
@@ -8,13 +8,19 @@ left to infer, micro-batch, accumulation, recompute, interleaving. It is the one
 `clusterlm plan` searches and emits, that `clusterlm launch` checks before any process starts,
 and that `clusterlm train` runs; `ParallelPlan.check` is the one validator all three call.
 
-Ranks are laid out row-major over ("dp_replicate", "dp_shard", "tp"): tensor parallel is
-innermost (neighbouring ranks, the fastest links), data parallel outside it — the layout of
-Megatron-LM and torchtitan, and the one `clusterlm.cluster.comms` assumes when it prices a plan.
+Ranks are laid out row-major over ("pp", "dp_replicate", "dp_shard", "tp"): tensor parallel is
+innermost (neighbouring ranks, the fastest links), data parallel outside it, pipeline stages
+outermost — the layout of Megatron-LM and torchtitan, and the one `clusterlm.cluster.comms`
+assumes when it prices a plan.
+
+Pipeline stages get whole layers: `pipeline_split` balances them with the embedding and the
+output head counted as one layer each (torchtitan's rule), so 126 layers on 16 stages are
+7, 8, …, 8, 7; `parallel.pp_stage_layers` gives an explicit split instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,15 +30,47 @@ from clusterlm.config.base import Section
 from clusterlm.config.model import ModelConfig
 from clusterlm.errors import DistributedError
 
-MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
+MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "tp")
 RECOMPUTE_MODES = ("none", "selective", "full")
+PP_SCHEDULES = ("gpipe", "1f1b", "interleaved_1f1b")
+
+
+def pipeline_split(n_layer: int, stages: int, explicit: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Transformer layers per pipeline stage (stages = pp × virtual stages per rank).
+
+    Default rule: the embedding and the output head each cost about one layer, so n_layer + 2
+    units are spread evenly; the first and last stage give one unit to the embedding / head,
+    and units left over go to the middle stages first."""
+    if explicit is not None:
+        split = tuple(int(n) for n in explicit)
+        if len(split) != stages or sum(split) != n_layer or min(split) < 0:
+            raise DistributedError(
+                f"parallel.pp_stage_layers {list(split)} must give {stages} stages (pp × virtual stages) "
+                f"non-negative layer counts summing to model.n_layer = {n_layer}")
+        return split
+    if stages == 1:
+        return (n_layer,)
+    base, extra = divmod(n_layer + 2, stages)
+    units = [base] * stages
+    for i in (list(range(1, stages - 1)) + [0, stages - 1])[:extra]:
+        units[i] += 1
+    units[0] -= 1
+    units[-1] -= 1
+    if min(units) < 0 or n_layer < stages - 2:
+        raise DistributedError(f"model.n_layer = {n_layer} is too few layers for {stages} pipeline stages "
+                               f"(each middle stage needs one); lower parallel.pp or the virtual stages")
+    return tuple(units)
 
 
 class ParallelConfig(Section):
     dp_replicate: int = Field(default=1, ge=1)  # DDP replicas (HSDP replicas when combined with dp_shard/tp)
     dp_shard: int = Field(default=-1, ge=-1)  # FSDP2 shards; -1 = whatever is left of the world
     tp: int = Field(default=1, ge=1)  # DTensor tensor parallel (with sequence parallel on norms)
-    pp: int = Field(default=1, ge=1)  # pipeline stages (only 1 is supported; see docs/distributed.md)
+    pp: int = Field(default=1, ge=1)  # pipeline-parallel ranks (torch.distributed.pipelining)
+    # Pipeline schedule; interleaved_1f1b runs pp_virtual_stages stages per rank (the planner's v).
+    pp_schedule: Literal["gpipe", "1f1b", "interleaved_1f1b"] = "1f1b"
+    pp_virtual_stages: int = Field(default=1, ge=1)
+    pp_stage_layers: list[int] | None = None  # layers per stage (pp × virtual stages entries); None: the rule
 
     # --- process group
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: NCCL on CUDA GPUs, gloo on CPU
@@ -74,18 +112,15 @@ class ParallelPlan:
     interleave: int = 1  # virtual pipeline stages per rank
     recompute: str = "none"  # none | selective | full (activation checkpointing of whole blocks)
     fsdp_reshard_after_forward: str = "default"
+    pp_schedule: str = "1f1b"
+    stage_layers: tuple[int, ...] | None = None  # explicit layers per stage (pp · interleave entries)
 
     @classmethod
     def resolve(cls, cfg: ParallelConfig, world_size: int, *, micro_batch: int = 1, grad_accum: int = 1,
-                recompute: str = "none", interleave: int = 1) -> ParallelPlan:
+                recompute: str = "none") -> ParallelPlan:
         """Resolve `dp_shard = -1` and check the degrees multiply to `world_size`."""
         if world_size < 1:
             raise DistributedError(f"world size must be ≥ 1, got {world_size}")
-        if cfg.pp > 1:
-            raise DistributedError(
-                f"parallel.pp={cfg.pp}: pipeline parallelism is not supported by clusterlm train; "
-                "set parallel.pp=1 and use parallel.tp / parallel.dp_shard to split the model"
-            )
         fixed = cfg.dp_replicate * cfg.tp * cfg.pp
         degrees = f"dp_replicate {cfg.dp_replicate} × dp_shard {cfg.dp_shard} × tp {cfg.tp} × pp {cfg.pp}"
         if cfg.dp_shard == -1:
@@ -105,9 +140,11 @@ class ParallelPlan:
                     f"{world_size}; make the product equal {world_size} (or set parallel.dp_shard=-1 "
                     "to fill the rest)"
                 )
+        stage_layers = tuple(cfg.pp_stage_layers) if cfg.pp_stage_layers is not None else None
         plan = cls(cfg.dp_replicate, dp_shard, cfg.tp, cfg.pp, micro_batch=micro_batch, grad_accum=grad_accum,
-                   interleave=interleave, recompute=recompute,
-                   fsdp_reshard_after_forward=cfg.fsdp_reshard_after_forward)
+                   interleave=cfg.pp_virtual_stages, recompute=recompute,
+                   fsdp_reshard_after_forward=cfg.fsdp_reshard_after_forward, pp_schedule=cfg.pp_schedule,
+                   stage_layers=stage_layers)
         if cfg.grad_compression != "none" and not plan.ddp:
             raise DistributedError(
                 f"parallel.grad_compression={cfg.grad_compression} compresses DDP's all-reduce, but these degrees "
@@ -127,8 +164,9 @@ class ParallelPlan:
 
     @property
     def fsdp(self) -> bool:
-        """Parameters are FSDP2-managed: sharded (dp_shard > 1) or HSDP-replicated alongside TP."""
-        return self.dp_shard > 1 or (self.dp_replicate > 1 and self.tp > 1)
+        """Parameters are FSDP2-managed: sharded (dp_shard > 1), or HSDP-replicated alongside tensor or
+        pipeline parallelism (whose modules are built on the meta device, which DDP cannot wrap)."""
+        return self.dp_shard > 1 or (self.dp_replicate > 1 and (self.tp > 1 or self.pp > 1))
 
     @property
     def ddp(self) -> bool:
@@ -137,8 +175,8 @@ class ParallelPlan:
 
     @property
     def sharded(self) -> bool:
-        """Some rank holds only part of a weight: checkpoints must go through DCP."""
-        return self.dp_shard > 1 or self.tp > 1
+        """Some rank holds only part of the weights: checkpoints must go through DCP."""
+        return self.dp_shard > 1 or self.tp > 1 or self.pp > 1
 
     @property
     def zero_stage(self) -> int:
@@ -151,16 +189,27 @@ class ParallelPlan:
         """Sequences per optimizer step over all data-parallel ranks."""
         return self.micro_batch * self.grad_accum * self.dp
 
+    @property
+    def stages(self) -> int:
+        """Pipeline stages in all (virtual stages included)."""
+        return self.pp * self.interleave
+
     def describe(self) -> str:
-        parts = [f"{name}={getattr(self, name)}" for name in (*MESH_DIMS, "pp") if getattr(self, name) > 1]
+        parts = [f"{name}={getattr(self, name)}" for name in MESH_DIMS if getattr(self, name) > 1]
+        if self.pp > 1:
+            parts.append(f"({self.pp_schedule}" + (f", v={self.interleave})" if self.interleave > 1 else ")"))
         return " ".join(parts) or "single process"
 
     def coordinates(self, rank: int) -> dict[str, int]:
-        """This rank's index along each mesh dimension (row-major, tp innermost)."""
+        """This rank's index along each mesh dimension (row-major: pp outermost, tp innermost)."""
         tp_rank = rank % self.tp
         shard_rank = (rank // self.tp) % self.dp_shard
-        replicate_rank = rank // (self.tp * self.dp_shard)
-        return {"dp_replicate": replicate_rank, "dp_shard": shard_rank, "tp": tp_rank}
+        replicate_rank = (rank // (self.tp * self.dp_shard)) % self.dp_replicate
+        pp_rank = rank // (self.tp * self.dp_shard * self.dp_replicate)
+        return {"pp": pp_rank, "dp_replicate": replicate_rank, "dp_shard": shard_rank, "tp": tp_rank}
+
+    def layers_per_stage(self, n_layer: int) -> tuple[int, ...]:
+        return pipeline_split(n_layer, self.stages, self.stage_layers)
 
     def dp_rank(self, rank: int) -> int:
         """Position of `rank` among the data-parallel ranks (its loader shard)."""
@@ -171,14 +220,41 @@ class ParallelPlan:
     def check(self, model: ModelConfig, seq_len: int, precision: str = "fp32") -> ParallelPlan:
         """Everything about this layout that can be checked before any process starts."""
         self.check_model(model, seq_len)
+        self.check_pipeline(model)
         if self.recompute not in RECOMPUTE_MODES:
             raise DistributedError(f"recompute must be one of {', '.join(RECOMPUTE_MODES)}, got {self.recompute!r}")
-        if precision == "fp16" and (self.fsdp or self.tp > 1):
+        if precision == "fp16" and (self.fsdp or self.tp > 1 or self.pp > 1):
             raise DistributedError(
                 f"train.precision=fp16 with {self.describe()}: fp16 needs a gradient scaler that sees every "
                 "shard, which FSDP2/tensor parallel runs here do not have; use bf16 (or fp32)"
             )
         return self
+
+    def check_pipeline(self, model: ModelConfig) -> None:
+        """Pipeline stages get whole layers; each schedule has its own micro-batch rule."""
+        if self.pp == 1:
+            if self.interleave > 1 or self.stage_layers is not None:
+                raise DistributedError("parallel.pp_virtual_stages / pp_stage_layers need parallel.pp > 1")
+            return
+        if not model.is_transformer:
+            raise DistributedError(f"parallel.pp={self.pp} splits a transformer's layers; a {model.style} model "
+                                   "can only use data parallelism (set parallel.pp=1)")
+        if model.tie_embeddings:
+            raise DistributedError(f"parallel.pp={self.pp}: the embedding (first stage) and the output head (last "
+                                   "stage) cannot share one tensor; set model.tie_embeddings=false")
+        if self.pp_schedule not in PP_SCHEDULES:
+            raise DistributedError(f"parallel.pp_schedule must be one of {', '.join(PP_SCHEDULES)}")
+        if (self.interleave > 1) != (self.pp_schedule == "interleaved_1f1b"):
+            raise DistributedError("parallel.pp_schedule=interleaved_1f1b goes with parallel.pp_virtual_stages ≥ 2 "
+                                   "(and the other schedules with 1)")
+        self.layers_per_stage(model.n_layer)
+        m = self.grad_accum  # micro-batches per step: the planner's m
+        if self.pp_schedule == "1f1b" and m < self.pp:
+            raise DistributedError(f"1F1B needs at least as many micro-batches as stages: {m} < pp={self.pp}; "
+                                   "raise train.batch_size or train.grad_accum (or use parallel.pp_schedule=gpipe)")
+        if self.pp_schedule == "interleaved_1f1b" and m % max(1, m // self.pp):
+            raise DistributedError(f"interleaved 1F1B needs the micro-batches per step ({m}) to be a multiple of "
+                                   f"{max(1, m // self.pp)} (rounds of pp={self.pp}); change train.grad_accum")
 
     def check_model(self, model: ModelConfig, seq_len: int) -> None:
         """Tensor parallelism splits heads, FFN columns and the sequence (sequence parallel)."""

@@ -83,9 +83,12 @@ def parallelize(model: nn.Module, layout: Layout, parallel: ParallelConfig, devi
                 precision: str = "fp32", compile: bool = False, recorder: Any = None) -> Parallelized:
     """Apply the parallelism `layout.plan` describes to `model` (in place) on `layout.mesh`.
 
-    One process (no mesh): just activation checkpointing and compile, on the plain model."""
+    One process (no mesh): just activation checkpointing and compile, on the plain model.
+    A model built on the meta device stays there (the caller then materialises only this
+    rank's shards with `to_empty` and initialises them); any other is moved to `device` first."""
     plan, mesh = layout.plan, layout.mesh
-    model.to(device)
+    if not is_meta(model):
+        model.to(device)
     if mesh is None:
         if plan.recompute == "full":
             apply_activation_checkpointing(model)
@@ -110,7 +113,11 @@ def parallelize(model: nn.Module, layout: Layout, parallel: ParallelConfig, devi
         ddp = apply_ddp(model, mesh["dp_replicate"].get_group(), device, bucket_mb=parallel.ddp_bucket_mb,
                         compression=parallel.grad_compression, recorder=recorder)
         return Parallelized(ddp, "ddp", False, recorder)
-    return Parallelized(model, "tp", True, recorder)
+    return Parallelized(model, "tp" if plan.tp > 1 else "none", plan.tp > 1, recorder)
+
+
+def is_meta(model: nn.Module) -> bool:
+    return any(p.is_meta for p in model.parameters())
 
 
 def apply_activation_checkpointing(model: nn.Module) -> None:
@@ -136,15 +143,16 @@ def apply_tp(model: nn.Module, tp_mesh: Any) -> None:
         raise DistributedError("tensor parallelism needs a transformer model (model.layers)")
     # Embeddings: rows (vocabulary / positions) split over TP ranks, outputs summed to a full
     # activation; the (tok + pos) sum is then split along the sequence for the first norm.
-    root_plan: dict[str, Any] = {
-        "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
-        "dropout": PrepareModuleInput(input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),),
-                                      use_local_output=True),
-        "norm": SequenceParallel(),
-        "output": ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate()),
-    }
-    if getattr(model, "pos_embeddings", None) is not None:
-        root_plan["pos_embeddings"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+    root_plan: dict[str, Any] = {}
+    if getattr(model, "tok_embeddings", None) is not None:  # a pipeline stage may lack either end
+        root_plan["tok_embeddings"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+        root_plan["dropout"] = PrepareModuleInput(input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),),
+                                                  use_local_output=True)
+        if getattr(model, "pos_embeddings", None) is not None:
+            root_plan["pos_embeddings"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+    if getattr(model, "output", None) is not None:
+        root_plan["norm"] = SequenceParallel()
+        root_plan["output"] = ColwiseParallel(input_layouts=Shard(1), output_layouts=Replicate())
     parallelize_module(model, tp_mesh, root_plan)
     for block in layers.values():
         plan: dict[str, Any] = {

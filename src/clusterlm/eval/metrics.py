@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 
 
+IGNORE_INDEX = -100  # F.cross_entropy's default: positions that are not scored
+
+
 @dataclass
 class TokenStats:
     nll_sum: float = 0.0  # Σ −log p(target), nats
@@ -29,14 +32,15 @@ class TokenStats:
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Add a batch: logits (B, T, V), targets (B, T)."""
+        """Add a batch: logits (B, T, V), targets (B, T); targets of −100 (padding) are skipped."""
         flat = logits.flatten(0, 1).float()  # (B·T, V)
         tgt = targets.flatten()  # (B·T,)
-        self.nll_sum += float(F.cross_entropy(flat, tgt, reduction="sum"))
-        self.tokens += tgt.numel()
+        scored = tgt != IGNORE_INDEX
+        self.nll_sum += float(F.cross_entropy(flat, tgt, reduction="sum", ignore_index=IGNORE_INDEX))
+        self.tokens += int(scored.sum())
         k = min(5, flat.size(-1))
         topk = flat.topk(k, dim=-1).indices  # (B·T, k)
-        hits = topk == tgt.unsqueeze(-1)
+        hits = (topk == tgt.unsqueeze(-1)) & scored.unsqueeze(-1)
         self.top1 += int(hits[:, 0].sum())
         self.top5 += int(hits.any(dim=-1).sum())
 

@@ -4,17 +4,67 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager
 
+import numpy as np
 import torch
 from torch import nn
 
-from clusterlm.data.loader import TokenLoader
 from clusterlm.errors import CheckpointError, DataError
-from clusterlm.eval.metrics import TokenStats, generalization_gap
+from clusterlm.eval.metrics import IGNORE_INDEX, TokenStats, generalization_gap
 from clusterlm.runtime.collectives import Collectives
+
+
+IGNORE = IGNORE_INDEX  # the target of padding rows: cross-entropy and the statistics skip it
+
+
+@dataclass(frozen=True)
+class EvalPlacement:
+    """Where one process sits when the model is evaluated by several (one process: the defaults).
+
+    `dp_rank`/`dp_size` split the windows; `scores` says whether this process's statistics count
+    (one per data-parallel slice: tensor-parallel peers compute the same logits, and only the last
+    pipeline stage computes any); `forward(x, y, stats)` replaces `stats.update(model(x), y)`
+    (a pipeline runs its schedule); `batch_size` overrides the batch (a pipeline's m micro-batches)."""
+
+    collectives: Collectives = field(default_factory=Collectives)
+    dp_rank: int = 0
+    dp_size: int = 1
+    scores: bool = True
+    forward: Callable[[torch.Tensor, torch.Tensor, TokenStats], None] | None = None
+    batch_size: int | None = None
+
+
+def scored_windows(n_windows: int, seq_len: int, max_windows: int | None) -> np.ndarray:
+    """Token offsets of the windows an evaluation scores: all of them, or `max_windows` spread evenly.
+
+    The set depends on nothing but the split and the budget — not on how many processes score it —
+    so every layout reports the same numbers for the same weights. Spreading (every k-th window)
+    rather than taking the split's start matters: the first documents of a split are not a fair
+    sample of it, and a biased train-split sample would distort the generalisation gap."""
+    stride = 1 if max_windows is None else max(1, n_windows // max_windows)
+    chosen = np.arange(0, n_windows, stride, dtype=np.int64)
+    if max_windows is not None:
+        chosen = chosen[:max_windows]
+    return chosen * seq_len
+
+
+def _batches(view: Any, offsets: np.ndarray, seq_len: int, batch_size: int, n_batches: int,
+             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`n_batches` batches of exactly `batch_size` windows; rows past `offsets` are padding (IGNORE targets)."""
+    for b in range(n_batches):
+        part = offsets[b * batch_size : (b + 1) * batch_size]
+        rows = [view.window(int(o), seq_len + 1) for o in part]
+        windows = torch.from_numpy(np.stack(rows).astype(np.int64)) if rows else torch.zeros(0, seq_len + 1, dtype=torch.long)
+        pad = batch_size - windows.shape[0]
+        x, y = windows[:, :-1], windows[:, 1:]
+        if pad:
+            x = torch.cat([x, torch.zeros(pad, seq_len, dtype=torch.long)])
+            y = torch.cat([y, torch.full((pad, seq_len), IGNORE, dtype=torch.long)])
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -28,51 +78,39 @@ def evaluate_split(
     max_batches: int | None,
     device: torch.device,
     autocast: Callable[[], ContextManager[Any]] | None = None,
-    collectives: Collectives | None = None,
-    dp_rank: int = 0,
-    dp_size: int = 1,
+    placement: EvalPlacement | None = None,
 ) -> TokenStats:
-    """Token statistics over `max_batches` batches of non-overlapping windows of `split` (None = all).
+    """Token statistics over `max_batches · batch_size` windows of `split` (None: every window).
 
-    Windows are sequential and fixed, so the same checkpoint always scores the same. When
-    only part of the split is scored, the windows are spread evenly over all of it (every
-    k-th window) rather than taken from its start: the first documents of a split are not a
-    fair sample of it, and a biased train-split sample would distort the generalisation gap.
-    The model is put in eval mode (no dropout) and restored to its previous mode afterwards.
-    Under data parallelism rank `dp_rank` of `dp_size` scores its share and `collectives` sums
-    the statistics.
+    Windows are fixed and non-overlapping (`scored_windows`), so the same weights always score the
+    same, in one process or many; data-parallel rank r of D takes every D-th of them. Every process
+    runs the same number of batches (short ones are padded), because a sharded model gathers
+    weights inside forward. The model is put in eval mode (no dropout) and restored afterwards.
     """
-    collectives = collectives or Collectives()
+    where = placement or EvalPlacement()
+    n_windows = (dataset.num_tokens(split) - 1) // seq_len
+    offsets = scored_windows(n_windows, seq_len, None if max_batches is None else max_batches * batch_size)
+    mine = offsets[where.dp_rank :: where.dp_size]
+    size = where.batch_size or batch_size
+    n_batches = -(-len(mine) // size)
+    if where.collectives.world_size > 1:
+        n_batches = int(where.collectives.reduce_max(n_batches))
+    stats = TokenStats()
     was_training = model.training
     model.eval()
-    stats = TokenStats()
     try:
-        # The sequential loader gives rank r of W the windows k ≡ r (mod W); scoring with
-        # W·stride "ranks" keeps every stride-th window of this rank's share.
-        stride = 1
-        if max_batches is not None:
-            windows = (dataset.num_tokens(split) - 1) // seq_len
-            stride = max(1, windows // (max_batches * batch_size * dp_size))
-        loader = TokenLoader(dataset, split, batch_size, seq_len, rank=dp_rank,
-                             world_size=dp_size * stride, mode="sequential")
-        n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
-        for i, (x, y) in enumerate(loader):
-            if i >= n_batches:
-                break
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
+        for x, y in _batches(dataset.tokens(split), mine, seq_len, size, n_batches, device):
             with autocast() if autocast is not None else contextlib.nullcontext():
-                logits = model(x)
-            stats.update(logits, y)
-        # A sharded model (FSDP/TP) gathers weights inside forward, so every rank must call it
-        # equally often; ranks with fewer windows run unscored forwards to keep in step.
-        if collectives.world_size > 1:
-            for _ in range(int(collectives.reduce_max(n_batches)) - n_batches):
-                model(torch.zeros(1, seq_len, dtype=torch.long, device=device))
+                if where.forward is not None:
+                    where.forward(x, y, stats)
+                else:
+                    stats.update(model(x), y)
     finally:
         model.train(was_training)
-    if collectives.world_size > 1:
-        c = collectives
+    if not where.scores:
+        stats = TokenStats()
+    if where.collectives.world_size > 1:
+        c = where.collectives
         stats = TokenStats(c.reduce_sum(stats.nll_sum), int(c.reduce_sum(stats.tokens)),
                            int(c.reduce_sum(stats.top1)), int(c.reduce_sum(stats.top5)))
     return stats
@@ -81,8 +119,7 @@ def evaluate_split(
 def evaluate_model(model: nn.Module, dataset: Any, splits: list[str], **options: Any) -> dict[str, Any]:
     """Metrics per split plus the generalisation gap (val − train loss) when both are present.
 
-    `options` are `evaluate_split`'s keywords (seq_len, batch_size, max_batches, device, autocast,
-    collectives, dp_rank, dp_size).
+    `options` are `evaluate_split`'s keywords (seq_len, batch_size, max_batches, device, autocast, placement).
     """
     results: dict[str, Any] = {}
     for split in splits:

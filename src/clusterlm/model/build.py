@@ -10,13 +10,14 @@ from clusterlm.model.recurrent import RecurrentLM
 from clusterlm.model.transformer import Transformer
 
 
-def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> nn.Module:
+def build_model(cfg: ModelConfig, device: torch.device | str = "cpu", seed: int | None = 0) -> nn.Module:
     """A Transformer (gpt2/llama) or recurrent (rnn/lstm/gru) language model on `device`.
 
     On "meta" nothing is allocated (parameter counting, planning, or sharding before
     materialising); then call `model.to_empty(device=...)` and `model.init_weights(seed)`.
-    On a real device the model comes back initialised with seed 0 (call `init_weights(seed)`
-    for another).
+    On a real device the model comes back initialised with `seed` (`model/init.py`: the same
+    weights any sharded layout would get), or with torch's constructor defaults when `seed` is
+    None (weights about to be loaded).
     """
     cfg.require_vocab()
     # Built directly on the device rather than via meta + to_empty: torch's first meta-tensor
@@ -24,6 +25,6 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> nn.Modu
     # costs for models that fit one device.
     with torch.device(device):
         model: nn.Module = Transformer(cfg) if cfg.is_transformer else RecurrentLM(cfg)
-    if torch.device(device).type != "meta":
-        model.init_weights(0)
+    if torch.device(device).type != "meta" and seed is not None:
+        model.init_weights(seed)
     return model

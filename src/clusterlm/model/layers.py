@@ -143,38 +143,6 @@ class Block(nn.Module):
         h = x + self.attention(self.attention_norm(x), rope, cache, start_pos)  # (B, T, C)
         return h + self.feed_forward(self.ffn_norm(h))
 
-    def init_weights(self, std: float, residual_std: float) -> None:
-        # Projections that write into the residual stream (wo, w2) get std/√(2L): each of the
-        # 2L of them adds to the same stream, so this keeps its variance from growing with
-        # depth (GPT-2 paper §2.3, nanoGPT).
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
-                last = name.rsplit(".", 1)[-1]
-                nn.init.normal_(module.weight, mean=0.0, std=residual_std if last in ("wo", "w2") else std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
-                module.reset_parameters()
-
 
 def residual_init_std(std: float, n_layer: int) -> float:
     return std / math.sqrt(2 * n_layer)
-
-
-@contextmanager
-def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed the RNG that initialises tensors on `device`, restoring the caller's RNG state after.
-
-    The global generator (not a private torch.Generator) is used on purpose: DTensor's
-    random ops after tensor/FSDP sharding draw from it, so init stays one code path.
-    """
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        with torch.random.fork_rng(devices=[index], device_type="cuda"):
-            torch.random.default_generator.manual_seed(seed)
-            torch.cuda.default_generators[index].manual_seed(seed)  # this device only
-            yield
-    else:  # cpu and meta draw from the CPU generator
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
-            yield

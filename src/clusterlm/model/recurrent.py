@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from clusterlm.config.model import RECURRENT_STYLES, ModelConfig
-from clusterlm.model.layers import seeded_rng
+from clusterlm.model.init import Init, init_parameters_
 from clusterlm.model.loss import linear_cross_entropy
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -53,27 +53,23 @@ class RecurrentLM(nn.Module):
         self.tie_weights()  # leaving the meta device unties shared parameters; see Transformer
         return self
 
+    def param_init(self, name: str) -> Init:
+        """Embeddings and an untied head N(0, init_std). Recurrent weights and biases U(−1/√d, 1/√d),
+        torch's default, which keeps tanh/sigmoid units out of saturation at the start; an LSTM's
+        forget-gate bias starts at 1 (Jozefowicz et al. 2015: remember by default, so gradients flow
+        through long spans early in training; gate order i, f, g, o)."""
+        cfg = self.config
+        if not name.startswith("rnn."):
+            return Init("normal", cfg.init_std)
+        d, bound = cfg.d_model, 1.0 / math.sqrt(cfg.d_model)
+        forget: tuple[tuple[int, int, float], ...] = ()
+        if cfg.style == "lstm" and ".bias_" in f".{name.split('.')[-1]}":
+            forget = ((d, 2 * d, 1.0 if "bias_ih" in name else 0.0),)
+        return Init("uniform", bound, forget)
+
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> None:
-        cfg = self.config
-        with seeded_rng(seed, self.tok_embeddings.weight.device):
-            nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=cfg.init_std)
-            # torch's default for recurrent weights, U(−1/√d, 1/√d), keeps tanh/sigmoid units
-            # out of saturation at the start.
-            bound = 1.0 / math.sqrt(cfg.d_model)
-            for weight in self.rnn.parameters():
-                nn.init.uniform_(weight, -bound, bound)
-            if cfg.style == "lstm":
-                # Forget-gate bias 1 (Jozefowicz et al. 2015): remember by default, so gradients
-                # flow through long spans early in training. Gate order is i, f, g, o.
-                d = cfg.d_model
-                for name, bias in self.rnn.named_parameters():
-                    if name.startswith("bias_ih"):
-                        bias[d : 2 * d].fill_(1.0)
-                    elif name.startswith("bias_hh"):
-                        bias[d : 2 * d].zero_()
-            if not cfg.tie_embeddings:
-                nn.init.normal_(self.output.weight, mean=0.0, std=cfg.init_std)
+        init_parameters_(self, seed, self.param_init)
 
     def init_buffers(self) -> None:
         """No derived buffers (kept for the same interface as the Transformer)."""

@@ -19,7 +19,8 @@ from torch import nn
 
 from clusterlm.config.model import ModelConfig
 from clusterlm.model.loss import linear_cross_entropy
-from clusterlm.model.layers import Block, make_norm, residual_init_std, rope_tables, seeded_rng
+from clusterlm.model.init import Init, init_parameters_
+from clusterlm.model.layers import Block, make_norm, residual_init_std, rope_tables
 
 
 class Transformer(nn.Module):
@@ -59,22 +60,26 @@ class Transformer(nn.Module):
         self.tie_weights()
         return self
 
+    def param_init(self, name: str) -> Init:
+        """How parameter `name` starts: N(0, init_std) for embeddings and projections, except
+        the projections that write into the residual stream (wo, w2): std/√(2L), because each of
+        the 2L of them adds to the same stream, which keeps its variance from growing with depth
+        (GPT-2 paper §2.3, nanoGPT). Norm gains 1, biases 0."""
+        cfg = self.config
+        last, kind = name.split(".")[-2:] if "." in name else ("", name)
+        if kind == "bias":
+            return Init("constant", 0.0)
+        if last in ("attention_norm", "ffn_norm", "norm"):
+            return Init("constant", 1.0)
+        if last in ("wo", "w2"):
+            return Init("normal", residual_init_std(cfg.init_std, cfg.n_layer))
+        return Init("normal", cfg.init_std)
+
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> None:
-        """Seeded initialisation (same seed → same weights on the same device type)."""
-        cfg = self.config
-        device = self.tok_embeddings.weight.device
-        with seeded_rng(seed, device):
-            std = cfg.init_std
-            nn.init.normal_(self.tok_embeddings.weight, mean=0.0, std=std)
-            if self.pos_embeddings is not None:
-                nn.init.normal_(self.pos_embeddings.weight, mean=0.0, std=std)
-            residual_std = residual_init_std(std, cfg.n_layer)
-            for block in self.layers.values():
-                block.init_weights(std, residual_std)
-            self.norm.reset_parameters()
-            if not cfg.tie_embeddings:
-                nn.init.normal_(self.output.weight, mean=0.0, std=std)
+        """Seeded initialisation of whatever part of the model this process holds (whole, sharded or a
+        pipeline stage): the same seed gives the same weights in every layout (`model/init.py`)."""
+        init_parameters_(self, seed, self.param_init)
         self.init_buffers()
 
     @torch.no_grad()
@@ -97,23 +102,28 @@ class Transformer(nn.Module):
         by `model/loss.py` without materialising them (same value as
         `F.cross_entropy(logits.flatten(0, 1), targets.flatten())`; not for a TP-sharded head).
         """
-        B, T = tokens.shape
+        B, T = tokens.shape[:2]
         end = start_pos + T
         if end > self.config.max_seq_len:
             raise ValueError(
                 f"positions up to {end} exceed the model's context of {self.config.max_seq_len} tokens"
             )
-        x = self.tok_embeddings(tokens)  # (B, T, C)
-        rope = None
-        if self.pos_embeddings is not None:
-            positions = torch.arange(start_pos, end, device=tokens.device)
-            x = x + self.pos_embeddings(positions)  # (T, C) broadcast over B
+        # A pipeline stage (distributed/pipeline.py) keeps only its layers: without the embedding it
+        # receives the previous stage's hidden states (B, T, C), without the head it returns them.
+        if self.tok_embeddings is not None:
+            x = self.tok_embeddings(tokens)  # (B, T, C)
+            if self.pos_embeddings is not None:
+                positions = torch.arange(start_pos, end, device=tokens.device)
+                x = x + self.pos_embeddings(positions)  # (T, C) broadcast over B
+            x = self.dropout(x)
         else:
-            rope = (self.rope_cos[start_pos:end], self.rope_sin[start_pos:end])  # (T, D) each
-        x = self.dropout(x)
+            x = tokens
+        rope = (self.rope_cos[start_pos:end], self.rope_sin[start_pos:end]) if self.rope_cos is not None else None
         for i, block in self.layers.items():
             cache = kv_cache.layer(int(i)) if kv_cache is not None else None
             x = block(x, rope, cache, start_pos)
+        if self.output is None:
+            return x
         x = self.norm(x)  # (B, T, C)
         if targets is not None:
             return linear_cross_entropy(x.flatten(0, 1), self.output.weight, targets.flatten())

@@ -1,7 +1,7 @@
 """A validated `ParallelPlan` → the `DeviceMesh` its parallelisms are applied on.
 
-The mesh has named dimensions ("dp_replicate", "dp_shard", "tp"), size-1 ones included, so the
-parallelizer can always ask for `mesh["tp"]` or `mesh["dp_replicate", "dp_shard"]`. One process
+The mesh has named dimensions ("pp", "dp_replicate", "dp_shard", "tp"), size-1 ones included, so
+the parallelizer can always ask for `mesh["tp"]`, `mesh["pp"]` or `mesh["dp_replicate", "dp_shard"]`. One process
 has no process group and no mesh: a plan of world size 1 needs none.
 """
 
@@ -17,8 +17,9 @@ from clusterlm.errors import DistributedError
 
 
 def build_mesh(plan: ParallelPlan, device_type: str) -> DeviceMesh:
-    """The 3-D mesh of `plan` over the ranks of the default process group."""
-    return init_device_mesh(device_type, (plan.dp_replicate, plan.dp_shard, plan.tp), mesh_dim_names=MESH_DIMS)
+    """The 4-D mesh of `plan` over the ranks of the default process group."""
+    return init_device_mesh(device_type, (plan.pp, plan.dp_replicate, plan.dp_shard, plan.tp),
+                            mesh_dim_names=MESH_DIMS)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,17 @@ class Layout:
     @property
     def dp_size(self) -> int:
         return self.plan.dp
+
+    @property
+    def pp_rank(self) -> int:
+        return self.plan.coordinates(self.rank)["pp"]
+
+    @property
+    def scores(self) -> bool:
+        """Whether this rank's evaluation statistics count: one rank per data-parallel slice (tensor-
+        parallel peers compute the same logits; only the last pipeline stage computes any)."""
+        c = self.plan.coordinates(self.rank)
+        return c["tp"] == 0 and c["pp"] == self.plan.pp - 1
 
 
 def make_layout(plan: ParallelPlan, rank: int, world_size: int, device_type: str) -> Layout:

@@ -22,6 +22,7 @@ from clusterlm.config.train import TrainConfig
 from clusterlm.data.loader import Dataset, TokenLoader
 from clusterlm.distributed.comm_stats import CommRecorder
 from clusterlm.distributed.parallelize import Parallelized, parallelize
+from clusterlm.distributed.pipeline import PipelineParallel, pipeline_parts
 from clusterlm.errors import CheckpointError, ConfigError, DataError
 from clusterlm.model.build import build_model
 from clusterlm.runtime.mesh import Layout, make_layout
@@ -102,7 +103,7 @@ class Components:
     device: torch.device
     precision: Precision
     model: nn.Module  # the plain module: checkpoints are saved from and loaded into this
-    parallel: Parallelized  # what the loop calls (possibly compiled / DDP-wrapped) and how it syncs
+    parallel: Parallelized | PipelineParallel  # what the loop calls and how gradients sync
     optimizer: torch.optim.Optimizer
     schedule: WarmupCosineSchedule
     scaler: torch.amp.GradScaler | None
@@ -115,6 +116,10 @@ class Components:
         cross-entropy (model/loss.py: same value and gradients, no (B·T, V) logits tensor, ~10 %
         faster on small CPU models). Not with a tensor-parallel (sharded) output head."""
         return not self.parallel.tensor_parallel
+
+    @property
+    def pipelined(self) -> bool:
+        return isinstance(self.parallel, PipelineParallel)
 
     def micro_step(self, sync: bool) -> Any:
         """Context for one micro-batch's forward + backward. `sync=False` (every micro-batch but an
@@ -142,21 +147,38 @@ def load_init_weights(model: nn.Module, model_cfg: ModelConfig, source: str | Pa
 
 def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_cfg: ModelConfig,
                      init_from: str | None) -> Components:
-    """The model on this rank's device with the run's layout applied, and its optimizer and loader."""
+    """The model on this rank's device with the run's layout applied, and its optimizer and loader.
+
+    A layout that splits the model (FSDP2 shards, tensor or pipeline parallel) builds it on the
+    meta device, applies the parallelisms, and only then allocates and initialises this rank's
+    part (`to_empty` + `init_weights`, which gives every layout the one-process weights), so no
+    rank ever holds the whole model. `train.init_from` weights load into that part the same way.
+    Replicated layouts (one process, DDP) build the whole model on the CPU and move it.
+    """
     tcfg, pcfg = cfg.train, cfg.parallel
     plan = parallel_plan(cfg.model_copy(update={"model": model_cfg}), process.world_size)
     layout = make_layout(plan, process.rank, process.world_size, process.device.type)
     precision = select_precision(tcfg.precision, process.device, process.collectives,
                                  fp16_ok=not (plan.fsdp or plan.tp > 1))
+    split = plan.fsdp or plan.tp > 1 or plan.pp > 1
     torch.manual_seed(tcfg.seed)
-    model = build_model(model_cfg, device="cpu")
-    model.init_weights(tcfg.seed)
-    if init_from is not None:
+    model = build_model(model_cfg, device="meta" if split else "cpu", seed=tcfg.seed)
+    if init_from is not None and not split:
         load_init_weights(model, model_cfg, init_from)
-    model.train()
     recorder = CommRecorder() if process.distributed and pcfg.comm_stats else None
-    parallel = parallelize(model, layout, pcfg, process.device, precision=precision.name, compile=tcfg.compile,
-                           recorder=recorder)
+    options = dict(precision=precision.name, compile=tcfg.compile, recorder=recorder)
+    if plan.pp > 1:
+        model, stages, stage_modules = pipeline_parts(model, layout, pcfg, process.device, **options)
+    else:
+        parallel: Parallelized | PipelineParallel = parallelize(model, layout, pcfg, process.device, **options)
+    if split:
+        model.to_empty(device=process.device)
+        model.init_weights(tcfg.seed)
+        if init_from is not None:
+            load_init_weights(model, model_cfg, init_from)
+    if plan.pp > 1:
+        parallel = PipelineParallel(plan, stages, stage_modules, layout.mesh, process.device)
+    model.train()
     optimizer = build_optimizer(model, tcfg)
     scaler = torch.amp.GradScaler(process.device.type) if precision.needs_grad_scaler else None
     loader = TokenLoader(dataset, "train", tcfg.micro_batch, tcfg.seq_len, seed=tcfg.seed,

@@ -57,29 +57,19 @@ class StepRunner:
 
     def run(self, step: int, elapsed_s: float) -> StepResult:
         c, tcfg = self.c, self.tcfg
-        device = c.device
         lr = c.schedule.apply(c.optimizer, step, elapsed_s)
-        module = c.parallel.train_module
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(self.grad_accum):
-            x, y = next(c.loader)
-            if tcfg.augment != "none":
-                x, y = augment_batch(tcfg.augment, x, y, rate=tcfg.augment_rate, eos_id=c.dataset.eos_id,
-                                     pad_id=c.dataset.pad_id, generator=augment_generator(tcfg.seed, step, micro))
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            with c.micro_step(sync=micro == self.grad_accum - 1):
-                with c.precision.autocast(device):
-                    loss = self.loss_fn(module, x, y)
-                scaled = loss / self.grad_accum
-                if c.scaler is not None:
-                    scaled = c.scaler.scale(scaled)
-                scaled.backward()
-            loss_sum += loss.detach()
+        batches = [self._micro_batch(step, micro) for micro in range(self.grad_accum)]
+        if c.pipelined:
+            # The schedule splits the step's rows into the same micro-batches and runs them through
+            # the stages; the gradient is already the mean over the step's batch.
+            with c.precision.autocast(c.device):
+                loss = c.parallel.step(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
+        else:
+            loss = self._accumulate(batches)
         if c.scaler is not None:
             c.scaler.unscale_(c.optimizer)
         grad_norm = c.clip_grad_norm(tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf"))
-        result = StepResult(float(loss_sum) / self.grad_accum, float(grad_norm), lr)  # one host sync per step
+        result = StepResult(float(loss), float(grad_norm), lr)  # one host sync per step
         self.updating = True
         if c.scaler is not None:
             c.scaler.step(c.optimizer)  # skips the update itself on inf/nan gradients
@@ -89,3 +79,27 @@ class StepRunner:
         self.updating = False
         c.optimizer.zero_grad(set_to_none=True)
         return result
+
+    def _micro_batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c, tcfg = self.c, self.tcfg
+        x, y = next(c.loader)
+        if tcfg.augment != "none":
+            x, y = augment_batch(tcfg.augment, x, y, rate=tcfg.augment_rate, eos_id=c.dataset.eos_id,
+                                 pad_id=c.dataset.pad_id, generator=augment_generator(tcfg.seed, step, micro))
+        return x.to(c.device, non_blocking=True), y.to(c.device, non_blocking=True)
+
+    def _accumulate(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Forward + backward of each micro-batch; returns the mean loss."""
+        c = self.c
+        module = c.parallel.train_module
+        loss_sum = torch.zeros((), device=c.device)
+        for micro, (x, y) in enumerate(batches):
+            with c.micro_step(sync=micro == len(batches) - 1):
+                with c.precision.autocast(c.device):
+                    loss = self.loss_fn(module, x, y)
+                scaled = loss / len(batches)
+                if c.scaler is not None:
+                    scaled = c.scaler.scale(scaled)
+                scaled.backward()
+            loss_sum += loss.detach()
+        return loss_sum / len(batches)

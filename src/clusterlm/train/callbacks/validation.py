@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from clusterlm.eval.runner import evaluate_model
+from clusterlm.eval.runner import EvalPlacement, evaluate_model
 from clusterlm.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
@@ -46,10 +46,17 @@ class ValidationCallback(Callback):
     def validate(self, trainer: Trainer) -> dict[str, Any]:
         """Loss on `eval_batches` of val and of train (eval mode) → generalisation gap; early stopping."""
         tcfg, state, c = trainer.tcfg, trainer.state, trainer.components
+        plan = c.layout.plan
+        placement = EvalPlacement(
+            trainer.process.collectives, c.layout.dp_rank, c.layout.dp_size, c.layout.scores,
+            # a pipeline evaluates through its schedule, whose micro-batches have the training shape
+            forward=c.parallel.evaluate if c.pipelined else None,
+            batch_size=tcfg.micro_batch * plan.grad_accum if c.pipelined else None,
+        )
         report = evaluate_model(
             c.model, c.dataset, ["train", "val"], seq_len=tcfg.seq_len, batch_size=tcfg.micro_batch,
             max_batches=tcfg.eval_batches, device=c.device, autocast=lambda: c.precision.autocast(c.device),
-            collectives=trainer.process.collectives, dp_rank=c.layout.dp_rank, dp_size=c.layout.dp_size,
+            placement=placement,
         )
         val, train = report["splits"]["val"], report["splits"]["train"]
         state.last_val_loss, state.last_train_eval_loss = val["loss"], train["loss"]
