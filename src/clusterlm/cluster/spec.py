@@ -53,6 +53,8 @@ class AcceleratorSpec(Section):
     gemm_efficiency: float | None = Field(default=None, gt=0, le=1)
     memory_efficiency: float | None = Field(default=None, gt=0, le=1)
     attention_efficiency: float | None = Field(default=None, gt=0, le=1)
+    attention_efficiency_fa3: float | None = Field(default=None, gt=0, le=1)
+    gemm_efficiency_fp8: float | None = Field(default=None, gt=0, le=1)
     kernel_overhead_us: float | None = Field(default=None, ge=0)
     gemm_table: list[tuple[float, float]] | None = None
     runtime_overhead_gib: float | None = Field(default=None, ge=0)
