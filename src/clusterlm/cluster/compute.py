@@ -9,10 +9,11 @@ microbenchmarks), or, for a probed CPU, an interpolation in a measured table of 
 efficiency. Small GEMMs lose efficiency through the two other terms: the memory roofline
 (attention's batched GEMMs with K = head_dim are bandwidth-bound on an A100) and the fixed kernel
 cost (launch + tail). A wave-quantisation term (output tiles per SM, NVIDIA's matrix-multiplication
-guide) was tried and dropped: with the measured sustained clocks it made the calibration runs 4-6 %
-too slow, i.e. cuBLAS's choice among tile shapes hides most of it at training shapes. Element-wise work (norms, softmax, GeLU/SwiGLU,
-dropout, residual adds, cross-entropy) is bandwidth-bound: the bytes each kernel reads and writes,
-counted per kernel as fused in Megatron-LM / PyTorch. With FP8, the transformer layers' GEMMs run
+guide) was tried and dropped: with the measured sustained clocks it made the calibration runs 4-7 %
+too slow on average, i.e. cuBLAS's choice among tile shapes hides most of it at training shapes.
+Element-wise work (norms, softmax, GeLU/SwiGLU, dropout, residual adds, cross-entropy) is
+bandwidth-bound: the bytes each kernel reads and writes, counted per kernel as fused in
+Megatron-LM / PyTorch, or operator by operator for eager PyTorch. With FP8, the transformer layers' GEMMs run
 at the FP8 peak and efficiency and pay for casting their inputs (Transformer Engine's recipe);
 attention and the output layer stay in 16-bit.
 

@@ -137,13 +137,28 @@ def search_table(ranked: list[Estimate], title: str) -> Table:
     return table
 
 
+def _fits(row: Row) -> str:
+    """Whether the run's layout is predicted to fit (meaningful for runs that ran, not memory rows)."""
+    return "—" if row.run.kind == "memory" else ("yes" if row.fits else "no")
+
+
+def _stats(rows: list[Row]) -> str:
+    """'speed: mean |error| x, max y; memory: …' over the kinds present."""
+    parts = []
+    for kind, kinds in (("speed", ("time", "rate")), ("memory", ("memory",))):
+        part = [r for r in rows if r.run.kind in kinds]
+        if part:
+            parts.append(f"{kind} mean |error| {mean_abs_error(part):.1%}, max {max_abs_error(part):.1%}")
+    return "; ".join(parts)
+
+
 def validation_table(rows: list[Row], title: str) -> Table:
-    table = Table(title=f"{title} — mean |error| {mean_abs_error(rows):.1%}, max {max_abs_error(rows):.1%}")
+    table = Table(title=f"{title} — {_stats(rows)}")
     for col in ("case", "quantity", "published", "predicted", "error", "fits"):
         table.add_column(col, justify="left" if col in ("case", "quantity") else "right")
     for r in rows:
         table.add_row(r.case, r.quantity, f"{r.published:,.2f}", f"{r.predicted:,.2f}", f"{r.error:+.1%}",
-                      "yes" if r.fits else "no")
+                      _fits(r))
     return table
 
 
@@ -151,8 +166,9 @@ def validation_report(console, rows: list[Row]) -> None:
     """`plan --validate`: the held-out summary first, per-source tables, every row's command."""
     for key, s in summary().items():
         split, kind = key.split("/")
+        fit = f", predicted to fit {s['fit']:.0%}" if "fit" in s else ""
         console.print(f"[bold]{split.replace('_', '-')} {kind}[/bold]: {s['n']} rows, mean |error| "
-                      f"{s['mean_abs_error']:.1%}, max {s['max_abs_error']:.1%}, predicted to fit {s['fit']:.0%}")
+                      f"{s['mean_abs_error']:.1%}, max {s['max_abs_error']:.1%}{fit}")
     for split in ("held_out", "calibration"):
         sources = dict.fromkeys(r.run.source.key for r in rows if r.run.split == split)
         for key in sources:
@@ -171,11 +187,10 @@ def validation_markdown(rows: list[Row]) -> str:
         for key in dict.fromkeys(r.run.source.key for r in rows if r.run.split == split):
             part = [r for r in rows if r.run.source.key == key]
             src = part[0].run.source
-            out += [f"**{src.citation}** ({split.replace('_', '-')}) — mean |error| {mean_abs_error(part):.1%}, "
-                    f"max {max_abs_error(part):.1%}", "",
+            out += [f"**{src.citation}** ({split.replace('_', '-')}) — {_stats(part)}", "",
                     "| case | quantity | published | predicted | error | fits |", "|---|---|---:|---:|---:|---|"]
             out += [f"| {r.case} | {r.quantity} | {r.published:,.2f} | {r.predicted:,.2f} | {r.error:+.1%} | "
-                    f"{'yes' if r.fits else 'no'} |" for r in part]
+                    f"{_fits(r)} |" for r in part]
             out.append("")
     return "\n".join(out)
 

@@ -123,7 +123,8 @@ def parse_rampup(text: str) -> tuple[int, int, int]:
     try:
         start, inc, samples = (int(float(x)) for x in text.replace(" ", "").split(","))
     except ValueError:
-        raise ConfigError(f"--batch-rampup: expected START,INCREMENT,SAMPLES like 192,16,9765625, got '{text}'") from None
+        raise ConfigError(f"--batch-rampup: expected START,INCREMENT,SAMPLES like 192,16,9765625, "
+                          f"got '{text}'") from None
     return start, inc, samples
 
 

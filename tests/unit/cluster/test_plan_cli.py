@@ -26,6 +26,24 @@ def test_plan_json_for_a_published_layout(capsys):
     assert out["parallel"] == {**out["parallel"], "t": 8, "p": 8, "d": 16}
     assert out["fits"] and 0.3 < out["mfu"] < 0.7
     assert out["days"] == pytest.approx(out["steps"] * out["step_time_s"] / 86400)
+    lo, hi = out["range"]["step_time_s"]  # ±1σ of the held-out errors
+    assert lo < out["step_time_s"] < hi and out["range"]["sigma_time"] > 0
+    assert out["range"]["tokens_per_s"][0] < out["tokens_per_s"] < out["range"]["tokens_per_s"][1]
+
+
+def test_plan_llama3_405b_as_meta_ran_it(capsys):
+    # 126 layers on 16 stages, a batch d·b does not divide: both used to be refused.
+    code, out = _json(capsys, ["plan", "--model", "llama3-405B", "--cluster", "meta-h100-roce", "--gpus", "8192",
+                               "--batch", "2050", "--seq", "8192", "--parallel", "t=8,p=16", "--sequence-parallel",
+                               "--zero", "1", "--tokens", "15.6T", "--json"])
+    assert code in (0, 1) and out["parallel"]["stage_layers"] == [7] + [8] * 14 + [7]
+    assert out["global_batch"] == 2050 and out["effective_global_batch"] == 2048
+    assert out["tokens_per_step"] == 2048 * 8192
+    capsys.readouterr()
+    assert main(["plan", "--model", "llama3-405B", "--cluster", "meta-h100-roce", "--gpus", "8192", "--batch",
+                 "2050", "--seq", "8192", "--parallel", "t=8,p=16"]) in (0, 1)
+    text = capsys.readouterr().out
+    assert "2048 sequences per step" in text and "7,8,8" in text and "±" in text
 
 
 def test_plan_search_json_and_chart(tmp_path, capsys):
