@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -253,7 +254,14 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
 
 def load_spec(name_or_path: str | Path) -> ClusterSpec:
     path = resolve_spec_path(name_or_path)
-    return validate(ClusterSpec, load_yaml(path))
+    return validate(ClusterSpec, _read_yaml(str(path.resolve()), path.stat().st_mtime_ns))
+
+
+@lru_cache(maxsize=64)
+def _read_yaml(path: str, mtime_ns: int) -> dict[str, Any]:
+    """Parsed spec files, cached per path and modification time (validation and `plan` read the
+    same presets dozens of times; YAML parsing dominated their cost)."""
+    return load_yaml(path)
 
 
 def resolve(spec: ClusterSpec) -> Cluster:

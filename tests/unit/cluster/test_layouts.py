@@ -12,7 +12,7 @@ from clusterlm.cluster.pipeline import split_layers
 from clusterlm.cluster.spec import load_cluster
 from clusterlm.cluster.totals import rampup_phases, run_totals
 from clusterlm.errors import ConfigError
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 from planhelp import gpt, toy_cluster
 
