@@ -109,7 +109,7 @@ def plan_tables(est: Estimate, bands: dict[str, float] | None = None) -> list[Ta
     t_run.add_row("tokens/s", f"{est.tokens_per_s:,.0f}{time_pm}")
     t_run.add_row("model TFLOP/s per GPU", f"{est.model_tflops_per_gpu:,.1f}{time_pm}")
     t_run.add_row("hardware TFLOP/s per GPU", f"{est.hardware_tflops_per_gpu:,.1f}{time_pm}")
-    t_run.add_row("MFU", f"{est.mfu:.1%}{time_pm}")
+    t_run.add_row("MFU", f"{est.mfu:.1%}" + (f" (± {bands['time']:.0%} of it)" if bands else ""))
     if totals.steps is not None:
         ramp = f" ({totals.rampup_steps:,.0f} in the batch ramp-up)" if totals.rampup_steps else ""
         t_run.add_row("steps", f"{totals.steps:,.0f}{ramp}")
