@@ -1,16 +1,23 @@
 """Predict memory, step time, throughput, MFU, duration, energy, cost and checkpoint I/O of a run.
 
-MODEL is a preset (gpt3-175B, megatron-530B, llama3-405B, gpt2-124M, …) or a YAML file: a model
-config, or a whole run config (its train.seq_len, micro-batch, batch size and recompute setting
-become the defaults). SPEC is a cluster preset (dgx-a100-superpod, dgx-h100, tpu-v4-pod-slice,
-local) or a cluster YAML, e.g. one written by `clusterlm cluster probe --out`.
+MODEL is a preset (gpt3-175B, megatron-530B, llama3-405B, gpt2-124M, …), a YAML file (a model
+config, or a whole run config whose train.seq_len, micro-batch, batch size and recompute setting
+become the defaults), and/or model.KEY=VALUE overrides (a model without a preset: give its shape
+as overrides alone). SPEC is a cluster preset (dgx-a100-superpod, dgx-h100, dgx-b200,
+meta-h100-roce, jean-zay-a100, tpu-v4-pod-slice, tpu-v5p-slice, local) or a cluster YAML, e.g.
+one written by `clusterlm cluster probe --out`. Every prediction carries a ±1σ range: the RMS of
+the errors on published runs the planner was not fitted to (`--validate`).
 
 Examples:
   clusterlm plan --model gpt3-175B --cluster dgx-a100-superpod --gpus 1024 --batch 1536 --seq 2048 \\
       --parallel t=8,p=8 --recompute selective --sequence-parallel --tokens 300e9
-  clusterlm plan --model llama3-405B --cluster dgx-h100 --gpus 16384 --batch 2048 --seq 8192 --search
-  clusterlm plan --model run.yaml --cluster local.yaml --json
-  clusterlm plan --validate          # predicted vs published Megatron-LM runs
+  clusterlm plan --model llama3-405B --cluster meta-h100-roce --gpus 16384 --batch 2048 --seq 8192 \\
+      --parallel t=8,p=16 --interleave 4 --sequence-parallel --zero 1     # 126 layers: 7,8,…,8,7 split
+  clusterlm plan --model llama3-8B --cluster dgx-h100 --gpus 8 --batch 128 --seq 8192 --zero 3 --fp8
+  clusterlm plan --cluster jean-zay-a100 --gpus 384 --batch 2048 --seq 2048 --parallel t=4,p=12 \\
+      --batch-rampup 192,16,9765625 --tokens 366e9 model.n_layer=70 model.d_model=14336 model.n_head=112 \\
+      model.vocab_size=250880
+  clusterlm plan --validate          # predicted vs published: held-out runs first, then calibration
 """
 
 from __future__ import annotations
@@ -18,15 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
-from dataclasses import replace
 from pathlib import Path
 
 from clusterlm.cli.common import positive_int
-from clusterlm.errors import ConfigError, OutputExistsError, UsageError
+from clusterlm.errors import OutputExistsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="model.KEY=VALUE",
+                        help="model overrides (model.n_layer=70 model.vocab_size=250880 …)")
     parser.add_argument("--model", help="model preset name or model/run config YAML")
     parser.add_argument("--cluster", help="cluster preset name or cluster spec YAML")
     parser.add_argument("--gpus", type=positive_int, help="scale the cluster to N accelerators (whole nodes)")
@@ -36,17 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=positive_int, help="global batch in sequences per optimizer step (default: one "
                         "micro-batch per data-parallel rank)")
     parser.add_argument("--seq", type=positive_int, help="sequence length in tokens")
-    parser.add_argument("--parallel", help="degrees, e.g. t=8,p=35,d=8 (missing d is filled from --gpus)")
-    parser.add_argument("--micro-batch", type=positive_int, help="sequences per micro-batch (default 1)")
-    parser.add_argument("--interleave", type=positive_int, default=1, help="virtual pipeline chunks per device (default 1)")
-    parser.add_argument("--recompute", choices=["none", "selective", "full"], help="activation recomputation")
-    parser.add_argument("--sequence-parallel", action="store_true", help="sequence parallelism with t > 1")
-    parser.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="ZeRO stage (3 = FSDP), default 0")
-    parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"],
-                        help="compute precision (default: fp32 on CPUs, bf16 otherwise)")
-    parser.add_argument("--grad-dtype", choices=["bf16", "fp32"], help="gradient buffer precision (default bf16)")
-    parser.add_argument("--attention", choices=["flash", "eager"], default="flash",
-                        help="fused (FlashAttention/SDPA) or materialised attention scores")
+    _layout_arguments(parser.add_argument_group("layout"))
+    _stack_arguments(parser.add_argument_group("numerics and software"))
     parser.add_argument("--vocab", type=positive_int, help="vocabulary size when the model config leaves it unset")
     parser.add_argument("--search", action="store_true", help="search all valid layouts, rank by throughput")
     parser.add_argument("--top", type=positive_int, default=5, help="layouts to show with --search (default 5)")
@@ -55,76 +53,83 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --emit DIR")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--validate", action="store_true",
-                        help="print predicted vs published numbers (Korthikanti 2022, Narayanan 2021)")
+                        help="predicted vs published runs (held-out first), each with the command reproducing it")
 
 
-def parse_tokens(text: str) -> float:
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([KMBT]?)\s*", text, re.IGNORECASE)
-    if not m:
-        raise UsageError(f"--tokens: expected a number like 300e9, 2B or 15T, got '{text}'")
-    scale = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2).upper()]
-    value = float(m.group(1)) * scale
-    if value <= 0:
-        raise UsageError("--tokens must be positive")
-    return value
+def _layout_arguments(group) -> None:
+    group.add_argument("--parallel", help="degrees t=,c=,p=,d= (tensor, context, pipeline, data; missing d "
+                                          "is filled from --gpus), also b= micro-batch and v= interleave")
+    group.add_argument("--micro-batch", type=positive_int, help="sequences per micro-batch (default 1)")
+    group.add_argument("--interleave", type=positive_int, default=1, help="virtual pipeline chunks per device (default 1)")
+    group.add_argument("--stage-layers", help="layers per virtual pipeline stage, e.g. 7,8,8,7 (p·v entries; "
+                                              "first/last may be 0)")
+    group.add_argument("--pipeline-split", choices=["auto", "even", "balanced"], default="auto",
+                       help="even: L/(p·v) each; balanced: embedding and loss count as one layer each (the "
+                            "first and last stage hold one layer fewer); auto (default): even if it divides")
+    group.add_argument("--recompute", choices=["none", "selective", "full"], help="activation recomputation")
+    group.add_argument("--recompute-fraction", type=float, default=1.0,
+                       help="with --recompute full: share of the layers recomputed (default 1)")
+    group.add_argument("--sequence-parallel", action="store_true", help="sequence parallelism with t > 1")
+    group.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="ZeRO stage (1: distributed optimizer, "
+                                                                      "3: FSDP), default 0")
+    group.add_argument("--dp-shard", type=positive_int, help="ZeRO/FSDP shard group size within d (HSDP: d/N replicas)")
+    group.add_argument("--batch-rounding", choices=["nearest", "up", "down", "exact"], default="nearest",
+                       help="when d·b does not divide --batch: round micro-batches per replica (the trained "
+                            "batch is reported), or refuse (exact)")
+    group.add_argument("--batch-rampup", metavar="START,INC,SAMPLES",
+                       help="batch ramp-up counted in --tokens totals (Megatron --rampup-batch-size)")
+
+
+def _stack_arguments(group) -> None:
+    group.add_argument("--precision", choices=["bf16", "fp16", "fp32"],
+                       help="compute precision (default: fp32 on CPUs, bf16 otherwise)")
+    group.add_argument("--grad-dtype", choices=["bf16", "fp32"], help="gradient buffer precision (default bf16)")
+    group.add_argument("--fp8", action="store_true", help="transformer-layer GEMMs in FP8 (Hopper/Blackwell)")
+    group.add_argument("--attention", choices=["flash", "flash3", "eager"], default="flash",
+                       help="FlashAttention-2-class (default), Hopper FlashAttention-3/cuDNN, or materialised scores")
+    group.add_argument("--elementwise", choices=["fused", "eager"], default="fused",
+                       help="norm/activation/RoPE kernels: fused (Megatron, TE, compile) or eager PyTorch")
+    group.add_argument("--tp-overlap", action="store_true", help="hide backward TP collectives behind GEMMs")
+    group.add_argument("--dp-overlap", action=argparse.BooleanOptionalAction, default=True,
+                       help="overlap gradient sync and ZeRO weight gathers with compute (default on)")
+    group.add_argument("--grad-accum-fusion", action=argparse.BooleanOptionalAction, default=True,
+                       help="weight-gradient GEMMs accumulate in place (Megatron-LM since late 2021; default on)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.validate:
         return _validate(args)
-    if not args.model or not args.cluster:
-        raise UsageError("--model and --cluster are required (or use --validate)")
-    from clusterlm.cluster import planner
-    from clusterlm.cluster.estimator import Execution, Workload, estimate
-    from clusterlm.cluster.spec import load_cluster
+    from clusterlm.cluster import planner, request, validation
+    from clusterlm.cluster.estimator import estimate
 
-    model, defaults, base_run = resolve_model(args.model, args.vocab)
-    cluster = load_cluster(args.cluster, args.gpus)
-    seq = args.seq or defaults.get("seq_len") or model.max_seq_len
-    # Degrees: --parallel, else the run config's parallel section; the data-parallel degree is
-    # what remains of the accelerators.
-    given = planner.parse_parallel(args.parallel) if args.parallel else dict(defaults.get("parallel", {}))
-    degrees = planner.complete_degrees(given, cluster.num_gpus)
-    batch = args.batch or defaults.get("batch")
-    if batch is None and defaults.get("batch_per_replica"):
-        batch = defaults["batch_per_replica"] * (cluster.num_gpus if args.search else degrees["dp"])
-    if batch is None:  # one micro-batch per data-parallel rank (per accelerator when searching)
-        batch = cluster.num_gpus if args.search else degrees["dp"] * (args.micro_batch or 1)
-    precision = args.precision or defaults.get("precision") or ("fp32" if cluster.acc.kind == "cpu" else "bf16")
-    workload = Workload(model=model, seq_len=seq, global_batch=batch,
-                        total_tokens=parse_tokens(args.tokens) if args.tokens else None, steps=args.steps)
-    base = Execution(precision=precision, grad_dtype=args.grad_dtype, attention=args.attention,
-                     interleave=args.interleave)
+    resolved = request.resolve(request.from_namespace(args), search=args.search)
+    workload, cluster = resolved.workload, resolved.cluster
     if args.search:
-        result = planner.search(workload, cluster, base, top=max(1, args.top))
+        result = planner.search(workload, cluster, resolved.execution, top=max(1, args.top))
         best = result.ranked[0] if result.ranked else None
         shown = result.ranked or ([result.closest] if result.closest else [])
     else:
-        micro = degrees.pop("micro_batch", None) or args.micro_batch or defaults.get("micro_batch") or 1
-        zero = args.zero if args.zero is not None else (defaults.get("zero", 0) if degrees["dp"] > 1 else 0)
-        ex = replace(base, **degrees, micro_batch=micro,
-                     recompute=args.recompute or defaults.get("recompute") or "none", zero=zero,
-                     sequence_parallel=args.sequence_parallel)
-        best = estimate(workload, cluster, ex)
+        best = estimate(workload, cluster, resolved.execution)
         shown = [best]
         result = None
+    bands = validation.bands()
     chart = args.chart or (str(Path(args.emit) / "plan.png") if args.emit else None)
     if args.search and chart is None:
         chart = "plan.png"
     if args.emit and best is not None:
-        emit(best, args.emit, base_run, overwrite=args.overwrite)
+        emit(best, args.emit, resolved.base_run, overwrite=args.overwrite)
     if chart and shown:
         from clusterlm.cluster.report import plan_chart
 
-        plan_chart(shown, chart)
+        plan_chart(shown, chart, bands)
     if args.json:
-        payload = planner.to_json(best if best is not None else shown[0])
+        payload = planner.to_json(best if best is not None else shown[0], bands)
         if result is not None:
             payload["search"] = {"evaluated": result.evaluated, "fitting": result.fitting,
-                                 "ranked": [planner.to_json(e) for e in result.ranked]}
+                                 "ranked": [planner.to_json(e, bands) for e in result.ranked]}
         print(json.dumps(payload, indent=2, default=_json_default))
         return 0 if best is not None and best.fits else 1
-    _print_plan(args, workload, cluster, best, shown, result, chart)
+    _print_plan(args, workload, cluster, best, shown, result, chart, bands)
     return 0 if best is not None and best.fits else 1
 
 
@@ -134,7 +139,7 @@ def _json_default(obj):
     raise TypeError(type(obj).__name__)
 
 
-def _print_plan(args, workload, cluster, best, shown, result, chart) -> None:
+def _print_plan(args, workload, cluster, best, shown, result, chart, bands) -> None:
     from rich.console import Console
 
     from clusterlm.cluster.report import plan_tables, search_table
@@ -143,8 +148,7 @@ def _print_plan(args, workload, cluster, best, shown, result, chart) -> None:
     console = Console()
     cfg = workload.model
     console.print(f"[bold]{cfg.preset or 'model'}[/bold]: {param_count(cfg) / 1e9:,.2f} B parameters, "
-                  f"seq {workload.seq_len}, global batch {workload.global_batch} "
-                  f"({workload.tokens_per_step:,} tokens/step) on {cluster.name}: "
+                  f"seq {workload.seq_len}, global batch {workload.global_batch} on {cluster.name}: "
                   f"{cluster.num_gpus} × {cluster.acc.display}")
     if result is not None:
         title = (f"top layouts ({result.fitting} of {result.evaluated} evaluated fit in memory)"
@@ -155,7 +159,13 @@ def _print_plan(args, workload, cluster, best, shown, result, chart) -> None:
         if best is None:
             return
     console.print(f"[bold]plan[/bold]: {best.execution.describe()}, precision {best.execution.precision}")
-    for table in plan_tables(best):
+    if best.global_batch != workload.global_batch:
+        console.print(f"[yellow]batch {workload.global_batch} is not a multiple of d·b = "
+                      f"{best.execution.dp * best.execution.micro_batch}: {best.micro_batches} micro-batches per "
+                      f"replica train {best.global_batch} sequences per step[/yellow]")
+    if best.execution.pp > 1:
+        console.print(f"pipeline stages ({best.split.rule}): layers per virtual stage {best.split.describe()}")
+    for table in plan_tables(best, bands):
         console.print(table)
     if not best.fits:
         console.print(f"[red]does not fit: {best.memory.total / 2**30:,.1f} GiB needed, "
@@ -167,53 +177,18 @@ def _print_plan(args, workload, cluster, best, shown, result, chart) -> None:
         console.print(f"emitted config and launch scripts: {args.emit}")
 
 
-def resolve_model(text: str, vocab: int | None):
-    """Preset name or YAML → (ModelConfig, defaults from a run config, the run config dict or None)."""
-    from clusterlm.config.base import load_yaml, validate
-    from clusterlm.config.run import RunConfig
-    from clusterlm.config.model import ModelConfig
-
-    defaults: dict = {}
-    base_run = None
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        data = load_yaml(path)
-        if "model" in data or "train" in data:
-            run_cfg = validate(RunConfig, data)
-            base_run = run_cfg
-            model = run_cfg.model
-            tr = run_cfg.train
-            if model.vocab_size is None and vocab is None:
-                vocab = run_cfg.data.vocab_size  # the tokenizer `prepare` trains has this size
-            par = run_cfg.parallel
-            defaults = {"seq_len": tr.seq_len, "micro_batch": tr.micro_batch, "batch": tr.batch_size,
-                        "batch_per_replica": tr.micro_batch * tr.grad_accum,
-                        "recompute": "full" if tr.activation_checkpointing else "none",
-                        "precision": tr.precision if tr.precision != "auto" else None,
-                        "parallel": {"tp": par.tp, "pp": par.pp},
-                        # FSDP2 (dp_shard, the default when left at -1) shards everything: ZeRO-3.
-                        "zero": 3 if par.dp_replicate == 1 and par.dp_shard != 1 else 0}
-        else:
-            model = validate(ModelConfig, data, prefix="model")
-    else:
-        model = validate(ModelConfig, {"preset": text}, prefix="model")
-    if vocab is not None:
-        model = model.model_copy(update={"vocab_size": vocab})
-    if model.vocab_size is None:
-        raise ConfigError(f"model '{text}' has no vocab_size; pass --vocab N")
-    return model, defaults, base_run
-
-
 def run_config_from_plan(est, base_run=None) -> dict:
     """A `RunConfig` (as a dict) that trains the planned model with the planned layout."""
+    from clusterlm.cluster.totals import run_totals
     from clusterlm.config.base import validate
     from clusterlm.config.run import RunConfig
 
     e, wl = est.execution, est.workload
     data = base_run.model_dump(mode="json") if base_run is not None else {}
-    steps = math.ceil(wl.run_steps) if wl.run_steps is not None else data.get("train", {}).get("max_steps", 1000)
+    run_steps = run_totals(est).steps
+    steps = math.ceil(run_steps) if run_steps is not None else data.get("train", {}).get("max_steps", 1000)
     train = dict(data.get("train", {}))
-    train.update({"seq_len": wl.seq_len, "micro_batch": e.micro_batch, "batch_size": wl.global_batch,
+    train.update({"seq_len": wl.seq_len, "micro_batch": e.micro_batch, "batch_size": est.global_batch,
                   "max_steps": int(steps), "precision": e.precision,
                   # The trainer recomputes whole blocks; selective recompute maps to none (with fused
                   # attention it stores the same tensors).
@@ -221,8 +196,8 @@ def run_config_from_plan(est, base_run=None) -> dict:
     train.pop("grad_accum", None)
     if train.get("warmup_steps", 50) >= train["max_steps"]:
         train["warmup_steps"] = max(0, train["max_steps"] // 10)
-    shard = e.zero >= 1
-    parallel = {"tp": e.tp, "pp": e.pp, "dp_shard": e.dp if shard else 1, "dp_replicate": 1 if shard else e.dp}
+    shard = e.dp_shard or e.dp if e.zero >= 1 else 1
+    parallel = {"tp": e.tp, "pp": e.pp, "dp_shard": shard, "dp_replicate": e.dp // shard}
     out = {**data, "model": wl.model.model_dump(mode="json", exclude_none=True), "train": train, "parallel": parallel}
     validate(RunConfig, out)  # what we write must load
     return out
@@ -254,7 +229,8 @@ def emit(est, directory: str, base_run=None, overwrite: bool = False) -> Path:
               'cd "$(dirname "$0")"', shell_join(cmds[0]), ""]
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        (tmp / "plan.json").write_text(json.dumps(to_json(est), indent=2) + "\n", encoding="utf-8")
+        (tmp / "plan.json").write_text(json.dumps(to_json(est), indent=2, default=_json_default) + "\n",
+                                       encoding="utf-8")
         (tmp / "launch.sh").write_text("\n".join(launch), encoding="utf-8")
         (tmp / "job.sbatch").write_text(sbatch_script(spec), encoding="utf-8")
         for script in ("launch.sh", "job.sbatch"):
@@ -264,18 +240,15 @@ def emit(est, directory: str, base_run=None, overwrite: bool = False) -> Path:
 
 def _validate(args: argparse.Namespace) -> int:
     from clusterlm.cluster import validation
-    from clusterlm.cluster.report import validation_table
 
-    groups = {**validation.all_rows(), **validation.out_of_sample_rows()}
+    rows = validation.rows()
     if args.json:
-        print(json.dumps({name: {"mean_abs_error": validation.mean_abs_error(rows),
-                                 "rows": [{"case": r.case, "quantity": r.quantity, "published": r.published,
-                                           "predicted": r.predicted, "error": r.error} for r in rows]}
-                          for name, rows in groups.items()}, indent=2))
+        print(json.dumps({"summary": validation.summary(), "bands": validation.bands(),
+                          "rows": [validation.row_json(r) for r in rows]}, indent=2))
         return 0
     from rich.console import Console
 
-    console = Console()
-    for rows in groups.values():
-        console.print(validation_table(rows, rows[0].source))
+    from clusterlm.cluster.report import validation_report
+
+    validation_report(Console(), rows)
     return 0

@@ -8,12 +8,14 @@ Conventions (one for the whole package):
   * Memory sizes are GiB (2**30 bytes) where vendors say GB for HBM stacks of 2**30 bytes
     multiples (A100 "80 GB" is 80 GiB of HBM2e).
 
-Efficiencies are the physical part of the performance model (see `estimator.py` and
-docs/planner.md): `gemm_efficiency` is the fraction of peak a large, well-shaped GEMM
-sustains in training (clock throttling under power caps included); `memory_efficiency`
-the fraction of HBM bandwidth a streaming kernel reaches; `kernel_overhead_us` the fixed
-cost per kernel (launch + tail); link efficiencies are achieved NCCL bus bandwidth ÷ line
-rate. The same numbers serve every model and every parallel layout — nothing per run.
+Efficiencies come from microbenchmarks, never from end-to-end training runs (docs/planner.md,
+"Where every constant comes from"): `gemm_efficiency` is the sustained fraction of peak a large,
+well-shaped GEMM reaches (Stas Bekman's ml-engineering MAMF/MSMF tables); smaller GEMMs lose
+through the memory roofline and the per-kernel cost (compute.py). `attention_efficiency` is the FlashAttention-2 forward
+kernel's fraction of peak (Dao 2023), `attention_efficiency_fa3` Hopper's FlashAttention-3 (Shah
+et al. 2024); `memory_efficiency` the fraction of HBM bandwidth a streaming kernel reaches;
+`kernel_overhead_us` the fixed cost per kernel; link efficiencies are nccl-tests bus bandwidth ÷
+line rate. The same numbers serve every model and every parallel layout — nothing per run.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class Accelerator:
     memory_efficiency: float = 0.80
     # Fused (Flash) attention forward, fraction of peak on executed FLOPs; None: 0.8 × gemm_efficiency.
     attention_efficiency: float | None = None
+    # FlashAttention-3-class kernel (Hopper wgmma/TMA); None: the part has none, `flash` is used.
+    attention_efficiency_fa3: float | None = None
+    # Sustained FP8 GEMM fraction of the fp8 peak; None: FP8 GEMMs unsupported.
+    gemm_efficiency_fp8: float | None = None
     kernel_overhead_us: float = 5.0
     # Measured (GEMM GFLOP, achieved fraction of peak) points, sorted by size; when given they
     # replace the analytic large-GEMM efficiency (used for probed CPUs).
@@ -107,27 +113,40 @@ class Storage:
 # Accelerators. Peaks: vendor datasheets (NVIDIA A100/H100/H200/B200/V100/L4/L40S datasheets,
 # AMD Instinct MI250X/MI300X datasheets, Google Cloud TPU system architecture pages); see also
 # /shared/REFERENCE.md "Hardware".
-# Efficiency numbers (the only calibrated constants of the planner; docs/planner.md):
-#   A100: gemm_efficiency 0.76, memory_efficiency 0.80 — the one pair (with NVLink efficiency
-#     0.60) that best reproduces the Megatron-LM A100 runs of Narayanan et al. 2021 and
-#     Korthikanti et al. 2022 together (15 rows, no per-row constants). cuBLAS reaches ≈ 90 % of
-#     peak on large fp16 GEMMs at boost clock; sustained training at the 400 W cap runs lower.
-#   Hopper/Blackwell: 0.76 × (0.76 / 0.90) ≈ 0.64 — the A100 value scaled by the ratio of
-#     large-GEMM microbenchmark fractions (H100 SXM ≈ 750 of 989 TFLOP/s vs A100 ≈ 280 of 312):
-#     the datasheet peak assumes boost clocks a 700 W part cannot hold under full tensor load.
-#   attention_efficiency: FlashAttention-2 forward, fraction of peak on the FLOPs it executes
-#     (Dao 2023: ≈ 60–70 % on A100; ≈ 35–40 % on H100, where FA2 does not use Hopper's wgmma/TMA).
-#   V100 0.72 (cuBLAS ≈ 85 % of 125 TFLOP/s). L4/L40S 0.55 (power-capped parts).
-#   MI300X 0.50: public hipBLASLt bf16 GEMM benchmarks reach ≈ 45–55 % of the 1.3 PFLOP/s
-#     datasheet peak. TPU 0.80: PaLM reports 57.8 % hardware FLOPs utilisation end to end on
-#     TPU v4 (Chowdhery et al. 2022, appendix B), so MXU GEMMs run well above that.
-#   kernel_overhead_us 5: CUDA launch + tail effect per kernel.
-#   runtime_overhead_gib: CUDA context, cuBLAS/NCCL workspaces, allocator slack.
+# GEMM efficiency = sustained large-GEMM TFLOP/s ÷ datasheet peak, from the Maximum Achievable /
+# Sustainable Matmul FLOPS tables of github.com/stas00/ml-engineering (compute/accelerator):
+#   H100/H200  698.6 / 989   = 0.706 (MSMF of 8 H200 computing at once; same SMs, clocks and
+#              700 W as H100 SXM. The boost-clock MAMF, 792.1 on H100, is not what a step sees.)
+#   B200      1426.4 / 2250  = 0.634 (MSMF, 8 GPUs computing at once)
+#   A100 SXM   267.9 / 312   = 0.859 MAMF (CUDA 12.1) is a boost-clock burst and no sustained
+#              figure is published; it is scaled by the sustained/burst ratio measured on H200,
+#              702.9 / 828.0 = 0.849 (same protocol, one GPU): 0.729.
+#   MI250X     147.0 / 191.5 = 0.767 per GCD (MAMF, ROCm 6.2); MI300X 781.9 / 1300 = 0.601 (MAMF;
+#              the card sits at its power cap from the first kernel, so burst ≈ sustained).
+#   FP8: H200 MAMF 1453.4 / 1979 = 0.734 and B200 3432.5 / 4500 = 0.763, times the same chips'
+#   bf16 MSMF/MAMF ratio (0.849 and 0.815) for the sustained clock: 0.623 and 0.622.
+#   TPU v4/v5p 0.80: no published matmul microbenchmark found; PaLM's 57.8 % end-to-end hardware
+#   FLOPs utilisation on TPU v4 (Chowdhery et al. 2022, appendix B) is a lower bound.
+#   V100 0.72, L4/L40S 0.55: not re-derived (no validation run uses them).
+# None of these is fitted to an end-to-end training run.
+# Attention: FlashAttention-2 forward reaches up to 73 % of peak on A100 (Dao 2023, §4.1) and
+#   335 TFLOP/s forward+backward on H100 (0.34 of peak, i.e. ≈ 0.38 forward with the backward at
+#   0.85 of the forward's rate); FlashAttention-3 forward reaches 740 TFLOP/s on H100 (0.75; Shah
+#   et al. 2024). B200: no published FlashAttention-4 throughput found; the Hopper FA3 fraction is
+#   used (an assumption, docs/planner.md).
+# memory_efficiency 0.80: streaming kernels; an Nsight Compute study of H100 measures coalesced
+#   loads at 84 % of 3.35 TB/s. kernel_overhead_us 5: CUDA launch + tail effect per kernel.
+# runtime_overhead_gib: CUDA context, cuBLAS/NCCL workspaces, allocator slack.
 # --------------------------------------------------------------------------------------------
-_AMPERE = dict(gemm_efficiency=0.76, memory_efficiency=0.80, attention_efficiency=0.60,
-               kernel_overhead_us=5.0, runtime_overhead_gib=1.0)
-_HOPPER = dict(gemm_efficiency=0.64, memory_efficiency=0.80, attention_efficiency=0.38,
-               kernel_overhead_us=5.0, runtime_overhead_gib=1.0)
+SUSTAINED_OVER_BURST = 702.9 / 828.0  # H200 bf16 MSMF / MAMF (ml-engineering), applied to A100's MAMF
+_AMPERE = dict(gemm_efficiency=round(0.859 * SUSTAINED_OVER_BURST, 3), memory_efficiency=0.80,
+               attention_efficiency=0.73, kernel_overhead_us=5.0, runtime_overhead_gib=1.0)
+_HOPPER = dict(gemm_efficiency=0.706, gemm_efficiency_fp8=0.623, memory_efficiency=0.80,
+               attention_efficiency=0.38, attention_efficiency_fa3=0.75, kernel_overhead_us=5.0,
+               runtime_overhead_gib=1.0)
+_BLACKWELL = dict(gemm_efficiency=0.634, gemm_efficiency_fp8=0.622, memory_efficiency=0.80,
+                  attention_efficiency=0.38, attention_efficiency_fa3=0.75, kernel_overhead_us=5.0,
+                  runtime_overhead_gib=1.0)
 _OTHER_NV = dict(memory_efficiency=0.80, kernel_overhead_us=5.0, runtime_overhead_gib=1.0)
 
 ACCELERATORS: dict[str, Accelerator] = {
@@ -156,7 +175,7 @@ ACCELERATORS: dict[str, Accelerator] = {
                     device_names=("h200",), source="NVIDIA H200 datasheet", **_HOPPER),
         Accelerator("b200", "NVIDIA B200 192GB", "gpu",
                     {"tf32": 1100.0, "bf16": 2250.0, "fp16": 2250.0, "fp8": 4500.0}, 180, 8000, 1000,
-                    device_names=("b200",), source="NVIDIA HGX B200 datasheet (per GPU, dense)", **_HOPPER),
+                    device_names=("b200",), source="NVIDIA HGX B200 datasheet (per GPU, dense)", **_BLACKWELL),
         Accelerator("l4", "NVIDIA L4 24GB", "gpu",
                     {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0, "fp8": 242.5}, 24, 300, 72,
                     gemm_efficiency=0.55, device_names=("l4",), source="NVIDIA L4 datasheet (dense)", **_OTHER_NV),
@@ -166,12 +185,12 @@ ACCELERATORS: dict[str, Accelerator] = {
                     **_OTHER_NV),
         Accelerator("mi250x", "AMD Instinct MI250X", "gpu",
                     {"fp32": 95.7, "bf16": 383.0, "fp16": 383.0}, 128, 3277, 560,
-                    gemm_efficiency=0.55, memory_efficiency=0.80, kernel_overhead_us=8.0,
+                    gemm_efficiency=0.767, memory_efficiency=0.80, kernel_overhead_us=8.0,
                     runtime_overhead_gib=1.0, device_names=("mi250",),
                     source="AMD Instinct MI250X datasheet (matrix FP32 95.7 TFLOP/s)"),
         Accelerator("mi300x", "AMD Instinct MI300X", "gpu",
                     {"fp32": 163.4, "tf32": 653.7, "bf16": 1307.4, "fp16": 1307.4, "fp8": 2614.9}, 192, 5300, 750,
-                    gemm_efficiency=0.50, memory_efficiency=0.80, kernel_overhead_us=8.0,
+                    gemm_efficiency=0.601, memory_efficiency=0.80, kernel_overhead_us=8.0,
                     runtime_overhead_gib=1.0, device_names=("mi300x",),
                     source="AMD Instinct MI300X datasheet"),
         Accelerator("tpu-v4", "Google TPU v4", "tpu",
@@ -195,19 +214,24 @@ ACCELERATORS: dict[str, Accelerator] = {
 }
 
 # --------------------------------------------------------------------------------------------
-# Intra-node links (per accelerator, per direction). Efficiency 0.60: /shared/REFERENCE.md quotes
-# 0.6–0.65 as typical in published simulators (Calculon uses 0.6); NCCL all-reduce bus bandwidth
-# on 8×A100 SXM reaches ≈ 200–230 GB/s of 300 only for ≥ 1 GB messages (nccl-tests issues #149,
-# #178), less for the 25–100 MB tensor-parallel messages of the validation runs.
+# Intra-node links (per accelerator, per direction). Efficiency = nccl-tests ring bus bandwidth ÷
+# line rate for large messages:
+#   NVLink 3 (8 × A100 SXM4): busbw ≈ 200 GB/s of 300 (nccl-tests issue #149)     → 0.67
+#   NVLink 4 (8 × H100 SXM):  attained ≈ 370 GB/s of 450 (NVIDIA/nccl issue #1374) → 0.82
+#     (NVLink SHARP all-reduce reaches 476-480 GB/s busbw, nccl-tests #290, #272; not modelled)
+#   NVLink 5 (GB200):          nvbandwidth p2p ≈ 770 GB/s of 900 (Azure AI-benchmarking-guide #7) → 0.86
+#   NVLink 2, PCIe, Infinity Fabric, TPU ICI: not re-derived (no validation row depends on them).
 # --------------------------------------------------------------------------------------------
 LINKS: dict[str, Link] = {
     k.name: k
     for k in [
         Link("nvlink2", "NVLink 2 (V100, 300 GB/s bidir.)", 150, 2.0, 0.60, "NVIDIA V100 datasheet"),
-        Link("nvlink3", "NVLink 3 + NVSwitch (A100, 600 GB/s bidir.)", 300, 2.0, 0.60,
-             "NVIDIA A100 datasheet; nccl-tests busbw ≈ 200–230 GB/s"),
-        Link("nvlink4", "NVLink 4 + NVSwitch (H100, 900 GB/s bidir.)", 450, 2.0, 0.60, "NVIDIA H100 datasheet"),
-        Link("nvlink5", "NVLink 5 + NVSwitch (B200, 1.8 TB/s bidir.)", 900, 2.0, 0.60, "NVIDIA B200 datasheet"),
+        Link("nvlink3", "NVLink 3 + NVSwitch (A100, 600 GB/s bidir.)", 300, 2.0, 0.67,
+             "NVIDIA A100 datasheet; nccl-tests #149: all-reduce busbw ≈ 200 GB/s on 8 × A100 SXM4"),
+        Link("nvlink4", "NVLink 4 + NVSwitch (H100, 900 GB/s bidir.)", 450, 2.0, 0.82,
+             "NVIDIA H100 datasheet; NVIDIA/nccl #1374: ≈ 370 GB/s attained of 450 per direction"),
+        Link("nvlink5", "NVLink 5 + NVSwitch (B200, 1.8 TB/s bidir.)", 900, 2.0, 0.86,
+             "NVIDIA B200 datasheet; Azure AI-benchmarking-guide #7: nvbandwidth p2p ≈ 770 GB/s"),
         Link("pcie4", "PCIe 4.0 x16", 32, 5.0, 0.80, "PCI-SIG (≈ 32 GB/s per direction)"),
         Link("pcie5", "PCIe 5.0 x16", 64, 5.0, 0.80, "PCI-SIG (≈ 64 GB/s per direction)"),
         Link("infinity-fabric-mi250x", "AMD Infinity Fabric (MI250X)", 200, 3.0, 0.60,
@@ -223,18 +247,24 @@ LINKS: dict[str, Link] = {
 }
 
 # --------------------------------------------------------------------------------------------
-# Inter-node networks: per-port line rate, per direction. Efficiency 0.9 for InfiniBand
-# (REFERENCE.md; nccl-tests issue #119: 85–96 GB/s of 100 on 4×HDR), lower for RoCE/Ethernet.
+# Inter-node networks: per-port line rate, per direction. Efficiency = nccl-tests bus bandwidth ÷
+# line rate: HDR 0.90 (nccl-tests #119: 84.8 GB/s average, 96 peak, of 100 on 4 × HDR per 8 GPUs),
+# NDR 0.94 (nccl-tests #290, NVIDIA: "46-48 GB/s per NIC" at 400 Gb/s). RoCE, Omni-Path and
+# Ethernet: no microbenchmark found; lower efficiencies assumed (docs/planner.md).
 # --------------------------------------------------------------------------------------------
 NETWORKS: dict[str, Network] = {
     n.name: n
     for n in [
         Network("ib-edr", "InfiniBand EDR 100 Gb/s", 100, 3.0, 0.90, "IBTA"),
-        Network("ib-hdr", "InfiniBand HDR 200 Gb/s", 200, 3.0, 0.90, "IBTA; DGX A100: 8 × HDR compute NICs"),
-        Network("ib-ndr", "InfiniBand NDR 400 Gb/s", 400, 3.0, 0.90, "IBTA; DGX H100: 8 × NDR compute NICs"),
-        Network("ib-xdr", "InfiniBand XDR 800 Gb/s", 800, 3.0, 0.90, "IBTA"),
+        Network("ib-hdr", "InfiniBand HDR 200 Gb/s", 200, 3.0, 0.90,
+                "IBTA; DGX A100: 8 × HDR compute NICs; nccl-tests #119"),
+        Network("ib-ndr", "InfiniBand NDR 400 Gb/s", 400, 3.0, 0.94,
+                "IBTA; DGX H100: 8 × NDR compute NICs; nccl-tests #290 (46-48 GB/s per NIC)"),
+        Network("ib-xdr", "InfiniBand XDR 800 Gb/s", 800, 3.0, 0.94, "IBTA (efficiency as NDR)"),
         Network("roce-200", "RoCE v2 200 Gb/s", 200, 5.0, 0.85, "RoCE at HDR line rate, lower efficiency"),
         Network("roce-400", "RoCE v2 400 Gb/s", 400, 5.0, 0.85, "Meta Llama 3 RoCE fabric (400 Gb/s per GPU)"),
+        Network("opa-100", "Intel Omni-Path 100 Gb/s", 100, 3.0, 0.85,
+                "Intel OPA; Jean Zay (BLOOM): 4 × 100 Gb/s per node (BigScience 2022)"),
         Network("eth-100", "Ethernet 100 GbE (TCP)", 100, 20.0, 0.70, "IEEE 802.3"),
         Network("eth-25", "Ethernet 25 GbE (TCP)", 25, 25.0, 0.70, "IEEE 802.3"),
         Network("tpu-v4-ici", "TPU v4 ICI between hosts (torus)", 1200, 2.0, 0.80,

@@ -12,8 +12,9 @@ hierarchical algorithm NCCL uses: reduce-scatter inside each node over NVLink, t
 collective on 1/k of the data over the NICs (k group members per node, one NIC rail each), then
 an all-gather inside the node.
 
-Rank layout follows Megatron-LM and torchtitan: tensor parallel innermost (stride 1), data
-parallel next (stride t), pipeline outermost (stride t·d).
+Rank layout follows Megatron-LM and torchtitan: tensor parallel innermost (stride 1), context
+parallel next (stride t), data parallel next (stride t·c; with HSDP the shard group inside the
+replicas), pipeline outermost (stride t·c·d).
 """
 
 from __future__ import annotations
@@ -121,17 +122,29 @@ def overlapped(comm_s: float, window_s: float, group: Group) -> float:
 @dataclass(frozen=True)
 class Groups:
     tp: Group
-    dp: Group
+    cp: Group
+    dp: Group  # every rank holding the same weights: c·d ranks from stride t (gradient sync)
+    shard: Group  # ZeRO/FSDP sharding group: c·d_shard ranks from stride t
+    replicate: Group  # HSDP replicas of a shard: d/d_shard ranks at stride t·c·d_shard
     pp_inter_node: bool  # do neighbouring pipeline stages sit on different nodes?
 
 
-def layout(cluster: Cluster, tp: int, dp: int, pp: int) -> Groups:
+def layout(cluster: Cluster, tp: int, dp: int, pp: int, cp: int = 1, dp_shard: int | None = None) -> Groups:
     gpn = cluster.gpus_per_node
+    shard = dp_shard or dp
     return Groups(
         tp=group_layout(tp, 1, gpn),
-        dp=group_layout(dp, tp, gpn),
-        pp_inter_node=pp > 1 and tp * dp >= gpn and cluster.nodes > 1,
+        cp=group_layout(cp, tp, gpn),
+        dp=group_layout(cp * dp, tp, gpn),
+        shard=group_layout(cp * shard, tp, gpn),
+        replicate=group_layout(dp // shard, tp * cp * shard, gpn),
+        pp_inter_node=pp > 1 and tp * cp * dp >= gpn and cluster.nodes > 1,
     )
+
+
+def group_fabric(cluster: Cluster, group: Group) -> Fabric:
+    """The fabric a ring inside `group` runs on (the network when it spans nodes)."""
+    return inter_fabric(cluster) if group.nodes > 1 else intra_fabric(cluster)
 
 
 def pp_fabric(cluster: Cluster, groups: Groups) -> Fabric:

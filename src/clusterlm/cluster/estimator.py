@@ -1,22 +1,17 @@
-"""Predict one training configuration on a cluster: memory, step time, throughput, run totals.
+"""Predict one training configuration on a cluster: memory and time per optimizer step.
 
-`estimate(workload, cluster, execution)` is a pure function of three plain objects:
-
-* `Workload`  — the model (`ModelConfig`, the same schema training uses), sequence length,
-  global batch and run length;
-* `Cluster`   — resolved hardware (`spec.py`);
-* `Execution` — one parallel layout: t, p, d, micro-batch, interleaving, sequence parallel,
-  recomputation, ZeRO stage, precision, attention kernel, overlap switches.
-
+`estimate(workload, cluster, execution)` is a pure function of three plain objects
+(`workload.py`: what to train and with which layout; `spec.py`: the resolved hardware).
 Step time (per optimizer step):
 
     T = m · t_max + (p − 1)/v · t_mean  +  exposed DP communication  +  optimizer step
 
-where t_max / t_mean are the slowest / average pipeline stage's time per micro-batch (layers
-forward + backward + recompute + exposed tensor-parallel communication + pipeline send/receive;
-the first stage adds the embedding, the last the output layer and loss). With p = 1 this is
-m · t_stage. Model FLOPs come from `clusterlm.model.flops` (PaLM convention), so a plan and a
-training run's MFU use one definition.
+where t_max / t_mean are the slowest / average pipeline stage's time per micro-batch (its
+layers' forward + backward + recompute + exposed tensor- and context-parallel communication +
+pipeline send/receive; the first stage adds the embedding, the last the output layer and loss).
+Stages may hold different layer counts (`pipeline.py`). With p = 1 this is m · t_stage. Model
+FLOPs come from `clusterlm.model.flops` (PaLM convention), so a plan and a training run's MFU use
+one definition. Run totals (days, energy, cost, batch ramp-up) are in `totals.py`.
 """
 
 from __future__ import annotations
@@ -28,25 +23,27 @@ from clusterlm.cluster import comms
 from clusterlm.cluster.compute import (
     Device,
     LayerShape,
+    LayerTimes,
     embedding_times,
     layer_times,
     mem_time,
     output_head_times,
 )
-from clusterlm.cluster.memory import (
-    RECOMPUTE_MODES,
-    MemoryBreakdown,
-    StateBytes,
-    memory_breakdown,
-    stage_params,
-)
+from clusterlm.cluster.memory import MemoryBreakdown, StateBytes, device_params, memory_breakdown, stage_params
+from clusterlm.cluster.pipeline import StageSplit
 from clusterlm.cluster.spec import Cluster
-from clusterlm.errors import ConfigError
+from clusterlm.cluster.workload import (  # noqa: F401  (re-exported: the estimator's public inputs)
+    ELEM_BYTES,
+    PRECISIONS,
+    Execution,
+    Workload,
+    check,
+    effective_batch,
+    micro_batches,
+)
 from clusterlm.config.model import ModelConfig
-from clusterlm.model.flops import flops_per_token, param_count, recompute_flops_per_token
+from clusterlm.model.flops import flops_per_token, recompute_flops_per_token
 
-PRECISIONS = ("bf16", "fp16", "fp32")
-ELEM_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 DDP_BUCKET_BYTES = 25 * 2**20  # PyTorch DDP's default bucket: the part of the gradient sync never hidden
 
 # Optimizer-step memory traffic per parameter (bytes read + written, incl. gradient-norm clipping).
@@ -69,64 +66,13 @@ def param_tensors(cfg: ModelConfig) -> int:
 
 
 @dataclass(frozen=True)
-class Workload:
-    model: ModelConfig
-    seq_len: int
-    global_batch: int  # sequences per optimizer step
-    total_tokens: float | None = None  # run length (else `steps`)
-    steps: int | None = None
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.global_batch * self.seq_len
-
-    @property
-    def run_steps(self) -> float | None:
-        if self.steps is not None:
-            return float(self.steps)
-        if self.total_tokens is not None:
-            return self.total_tokens / self.tokens_per_step
-        return None
-
-
-@dataclass(frozen=True)
-class Execution:
-    tp: int = 1
-    pp: int = 1
-    dp: int = 1
-    micro_batch: int = 1
-    interleave: int = 1  # virtual pipeline chunks per device
-    sequence_parallel: bool = False
-    recompute: str = "none"  # none | selective | full
-    zero: int = 0  # 0 (DDP) | 1 | 2 | 3 (FSDP)
-    precision: str = "bf16"
-    grad_dtype: str | None = None  # "fp32": fp32 gradient accumulation buffers (Megatron-LM)
-    attention: str = "flash"  # flash (fused, causal) | eager (materialised s×s scores)
-    tp_overlap: bool = False  # hide backward TP collectives behind independent GEMMs
-    dp_overlap: bool = True  # overlap gradient sync with the last micro-batch's backward
-    fused_optimizer: bool | None = None  # None: fused on accelerators, PyTorch's loop on CPUs
-    # Weight-gradient GEMMs accumulate straight into the gradient buffer (Megatron-LM's
-    # --gradient-accumulation-fusion, from late 2021). False: every micro-batch writes a fresh
-    # gradient and an element-wise kernel adds it into the (possibly fp32) buffer.
-    grad_accum_fusion: bool = True
-
-    def describe(self) -> str:
-        parts = [f"t={self.tp}", f"p={self.pp}", f"d={self.dp}", f"b={self.micro_batch}"]
-        if self.interleave > 1:
-            parts.append(f"v={self.interleave}")
-        parts += [f"recompute={self.recompute}", f"zero={self.zero}"]
-        if self.sequence_parallel:
-            parts.append("sp")
-        return " ".join(parts)
-
-
-@dataclass(frozen=True)
 class TimeBreakdown:
     """Seconds per optimizer step, attributed to what the slowest pipeline stage spends them on."""
 
     compute: float
     recompute: float
     tp_comm: float
+    cp_comm: float
     pp_p2p: float
     pp_bubble: float
     dp_comm: float  # exposed part only
@@ -134,13 +80,13 @@ class TimeBreakdown:
 
     @property
     def total(self) -> float:
-        return (self.compute + self.recompute + self.tp_comm + self.pp_p2p + self.pp_bubble + self.dp_comm
-                + self.optimizer)
+        return (self.compute + self.recompute + self.tp_comm + self.cp_comm + self.pp_p2p + self.pp_bubble
+                + self.dp_comm + self.optimizer)
 
     def as_dict(self) -> dict[str, float]:
         return {"compute": self.compute, "recompute": self.recompute, "tp_comm": self.tp_comm,
-                "pp_p2p": self.pp_p2p, "pp_bubble": self.pp_bubble, "dp_comm": self.dp_comm,
-                "optimizer": self.optimizer, "total": self.total}
+                "cp_comm": self.cp_comm, "pp_p2p": self.pp_p2p, "pp_bubble": self.pp_bubble,
+                "dp_comm": self.dp_comm, "optimizer": self.optimizer, "total": self.total}
 
 
 @dataclass(frozen=True)
@@ -151,10 +97,12 @@ class Estimate:
     memory: MemoryBreakdown
     time: TimeBreakdown
     micro_batches: int
+    global_batch: int  # sequences per step actually trained (after per-replica rounding)
+    split: StageSplit
     model_flops_per_step: float
     hardware_flops_per_step: float
-    layer_weights_gib: float  # transformer-layer weights+grads+optimizer of one stage (Fig. 1 quantity)
-    layer_activations_gib: float  # transformer-layer activations of the first stage
+    layer_weights_gib: float  # transformer-layer weights+grads+optimizer of the first stage (Fig. 1 quantity)
+    layer_activations_gib: float  # transformer-layer activations of the most loaded stage
     extras: dict = field(default_factory=dict)
 
     @property
@@ -163,12 +111,15 @@ class Estimate:
 
     @property
     def num_gpus(self) -> int:
-        e = self.execution
-        return e.tp * e.pp * e.dp
+        return self.execution.num_gpus
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.workload.seq_len
 
     @property
     def tokens_per_s(self) -> float:
-        return self.workload.tokens_per_step / self.step_time_s
+        return self.tokens_per_step / self.step_time_s
 
     @property
     def model_tflops_per_gpu(self) -> float:
@@ -180,6 +131,7 @@ class Estimate:
 
     @property
     def mfu(self) -> float:
+        """Against the compute precision's peak (also with --fp8, as NVIDIA and torchtitan report)."""
         peak = self.cluster.acc.peak_flops(self.execution.precision)
         return self.model_tflops_per_gpu * 1e12 / peak
 
@@ -188,198 +140,189 @@ class Estimate:
         return self.memory.fits
 
 
-# ------------------------------------------------------------------------------------ validation
-def check(workload: Workload, execution: Execution, cluster: Cluster | None = None) -> None:
-    """Raise ConfigError for layouts that cannot run (the messages say what to change)."""
-    cfg, e = workload.model, execution
-    if not cfg.is_transformer:
-        raise ConfigError(f"the planner models transformers; model style '{cfg.style}' is not one")
-    for name in ("tp", "pp", "dp", "micro_batch", "interleave"):
-        if getattr(e, name) < 1:
-            raise ConfigError(f"{name} must be ≥ 1, got {getattr(e, name)}")
-    if e.recompute not in RECOMPUTE_MODES:
-        raise ConfigError(f"recompute must be one of {', '.join(RECOMPUTE_MODES)}, got '{e.recompute}'")
-    if e.zero not in (0, 1, 2, 3):
-        raise ConfigError(f"zero must be 0, 1, 2 or 3, got {e.zero}")
-    if e.precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{e.precision}'")
-    if e.attention not in ("flash", "eager"):
-        raise ConfigError(f"attention must be 'flash' or 'eager', got '{e.attention}'")
-    if cfg.n_head % e.tp:
-        raise ConfigError(f"attention heads ({cfg.n_head}) are not divisible by tensor parallel t={e.tp}")
-    if cfg.kv_heads % e.tp and e.tp % cfg.kv_heads:
-        raise ConfigError(f"key/value heads ({cfg.kv_heads}) and tensor parallel t={e.tp} must divide one another")
-    if cfg.ffn_dim % e.tp:
-        raise ConfigError(f"FFN width ({cfg.ffn_dim}) is not divisible by tensor parallel t={e.tp}")
-    if cfg.n_layer % (e.pp * e.interleave):
-        what = f"p·v={e.pp}·{e.interleave}" if e.interleave > 1 else f"p={e.pp}"
-        raise ConfigError(f"layers ({cfg.n_layer}) are not divisible by pipeline stages {what}")
-    if e.interleave > 1 and e.pp == 1:
-        raise ConfigError("interleaving (v > 1) needs pipeline parallelism (p > 1)")
-    if workload.global_batch % (e.dp * e.micro_batch):
-        raise ConfigError(f"global batch ({workload.global_batch}) is not divisible by d·b = "
-                          f"{e.dp}·{e.micro_batch} = {e.dp * e.micro_batch}")
-    if workload.seq_len > cfg.max_seq_len and cfg.style == "gpt2":
-        raise ConfigError(f"sequence length {workload.seq_len} exceeds the model's learned positions "
-                          f"(max_seq_len {cfg.max_seq_len})")
-    if e.sequence_parallel and workload.seq_len % e.tp:
-        raise ConfigError(f"sequence parallel needs seq_len ({workload.seq_len}) divisible by t={e.tp}")
-    if cluster is not None:
-        n = e.tp * e.pp * e.dp
-        if n != cluster.num_gpus:
-            raise ConfigError(f"t·p·d = {e.tp}·{e.pp}·{e.dp} = {n} but the cluster has {cluster.num_gpus} "
-                              "accelerators (use --gpus or change the degrees)")
-        cluster.acc.peak_flops(e.precision)  # ConfigError if the part lacks the precision
+# ------------------------------------------------------------------------------------ one layer
+def _tp_collectives(e: Execution, lt: LayerTimes, groups: comms.Groups, cluster: Cluster,
+                    act_bytes: float) -> tuple[float, float]:
+    """Exposed tensor-parallel communication of one layer: forward, backward seconds."""
+    if e.tp == 1:
+        return 0.0, 0.0
 
-
-# ------------------------------------------------------------------------------------ the model
-def estimate(workload: Workload, cluster: Cluster, execution: Execution) -> Estimate:
-    check(workload, execution, cluster)
-    cfg, e = workload.model, execution
-    t, p, d, b, v = e.tp, e.pp, e.dp, e.micro_batch, e.interleave
-    s, L = workload.seq_len, cfg.n_layer
-    m = workload.global_batch // (d * b)
-    elem = ELEM_BYTES[e.precision]
-    dev = Device.of(cluster.acc, e.precision)
-    flash = e.attention == "flash"
-    sp = e.sequence_parallel and t > 1
-    groups = comms.layout(cluster, t, d, p)
-    V = cfg.require_vocab()
-
-    # ---- one layer, one micro-batch, one device
-    shape = LayerShape.of(cfg, micro_batch=b, seq_len=s, tp=t, sp=sp, flash=flash, elem_bytes=elem)
-    lt = layer_times(dev, shape)
-    act_bytes = elem * b * s * cfg.d_model  # one full activation tensor (the TP collective size)
-
-    def tp_coll(kind: str) -> float:
+    def coll(kind: str) -> float:
         return comms.collective_time(kind, act_bytes, groups.tp, cluster)
-
-    ar, ag, rs = tp_coll(comms.ALL_REDUCE), tp_coll(comms.ALL_GATHER), tp_coll(comms.REDUCE_SCATTER)
 
     def hidden(comm: float, behind: float) -> float:
         return comms.overlapped(comm, behind, groups.tp) if e.tp_overlap else comm
 
-    if t == 1:
-        tp_fwd = tp_bwd = 0.0
-    elif sp:
-        tp_fwd = 2 * ag + 2 * rs
-        # Backward: all-gathers for the row-parallel layers' output grads (needed at once),
-        # reduce-scatters of input grads (overlappable with weight-gradient GEMMs) and, unless the
-        # forward is recomputed, a second all-gather of the sharded norm output (Megatron keeps
-        # only the 1/t shard).
-        redo = 0.0 if e.recompute == "full" else hidden(ag, lt.qkv_gemm) + hidden(ag, lt.fc1_gemm)
-        tp_bwd = 2 * ag + hidden(rs, lt.qkv_gemm) + hidden(rs, lt.fc1_gemm) + redo
-    else:
-        tp_fwd = 2 * ar
-        tp_bwd = hidden(ar, lt.qkv_gemm) + hidden(ar, lt.fc1_gemm)
-    if e.recompute == "full":
-        rec_compute, rec_comm = lt.fwd, tp_fwd
-    elif e.recompute == "selective":
-        rec_compute, rec_comm = lt.attn_core_fwd, 0.0
-    else:
-        rec_compute = rec_comm = 0.0
+    ar, ag, rs = coll(comms.ALL_REDUCE), coll(comms.ALL_GATHER), coll(comms.REDUCE_SCATTER)
+    if not e.sequence_parallel:
+        return 2 * ar, hidden(ar, lt.qkv_gemm) + hidden(ar, lt.fc1_gemm)
+    # Backward: all-gathers for the row-parallel layers' output grads (needed at once),
+    # reduce-scatters of input grads (overlappable with weight-gradient GEMMs) and, unless the
+    # forward is recomputed, a second all-gather of the sharded norm output (Megatron keeps
+    # only the 1/t shard).
+    redo = 0.0 if e.recompute == "full" else hidden(ag, lt.qkv_gemm) + hidden(ag, lt.fc1_gemm)
+    return 2 * ag + 2 * rs, 2 * ag + hidden(rs, lt.qkv_gemm) + hidden(rs, lt.fc1_gemm) + redo
 
-    layers_per_stage = L // p
-    layer_compute = lt.fwd + lt.bwd
+
+def _cp_exchange(e: Execution, lt: LayerTimes, shape: LayerShape, groups: comms.Groups, cluster: Cluster) -> float:
+    """Exposed ring-attention traffic of one layer (forward + backward), context parallel c > 1.
+
+    Each of the c − 1 ring steps passes a K and V chunk (b · s/c · kv_dim/t elements each)
+    forward; backward passes K, V and their gradients. The transfers run under the attention
+    kernels of the other chunks (Megatron-LM / Transformer Engine ring attention).
+    """
+    if e.cp == 1:
+        return 0.0
+    kv_local = max(1.0, shape.kv_heads / shape.t) * shape.head_dim
+    chunk = 2 * shape.elem_bytes * shape.b * shape.s * kv_local  # K and V
+    fabric = comms.group_fabric(cluster, groups.cp)
+    fwd = (e.cp - 1) * comms.p2p_time(chunk, fabric)
+    bwd = 2 * fwd
+    return (comms.overlapped(fwd, lt.attn_core_fwd, groups.cp)
+            + comms.overlapped(bwd, lt.attn_core_bwd, groups.cp))
+
+
+# ------------------------------------------------------------------------------------ the model
+def estimate(workload: Workload, cluster: Cluster, execution: Execution) -> Estimate:
+    split = check(workload, execution, cluster)
+    cfg, e = workload.model, execution
+    m = micro_batches(workload, e)
+    elem = ELEM_BYTES[e.precision]
+    dev = Device.of(cluster.acc, e.precision, fp8=e.fp8, attention=e.attention)
+    sp = e.sequence_parallel and e.tp > 1
+    groups = comms.layout(cluster, e.tp, e.dp, e.pp, e.cp, e.dp_shard)
     state = StateBytes.of(e.precision, e.grad_dtype)
+
+    shape = LayerShape.of(cfg, micro_batch=e.micro_batch, seq_len=workload.seq_len, tp=e.tp, sp=sp,
+                          flash=e.attention != "eager", elem_bytes=elem, cp=e.cp, fp8=e.fp8,
+                          eager=e.elementwise == "eager")
+    lt = layer_times(dev, shape)
+    act_bytes = elem * shape.tokens * cfg.d_model  # one full activation tensor (the TP collective size)
+    tp_fwd, tp_bwd = _tp_collectives(e, lt, groups, cluster, act_bytes)
+    frac = e.recompute_fraction if e.recompute == "full" else 1.0
+    rec_compute, rec_comm = {"full": (lt.fwd, tp_fwd), "selective": (lt.attn_core_fwd, 0.0),
+                             "none": (0.0, 0.0)}[e.recompute]
+    per_layer = {
+        "compute": lt.fwd + lt.bwd,
+        "recompute": frac * rec_compute,
+        "tp_comm": tp_fwd + tp_bwd + frac * rec_comm,
+        "cp_comm": _cp_exchange(e, lt, shape, groups, cluster),
+    }
     if not e.grad_accum_fusion and e.zero <= 1:
-        layer_params = stage_params(cfg, t, 1).layers_only / L
-        layer_compute += mem_time(dev, layer_params * (elem + 2 * state.grads))
-    emb = embedding_times(dev, tokens=b * s, h=cfg.d_model, elem_bytes=elem)
-    head = output_head_times(dev, tokens=b * s, h=cfg.d_model, vocab=V, t=t, elem_bytes=elem)
+        layer_params = stage_params(cfg, e.tp, 1).layers_only / cfg.n_layer
+        per_layer["compute"] += mem_time(dev, layer_params * (elem + 2 * state.grads))
+    stages = _stage_times(cfg, e, dev, shape, split, per_layer, cluster, groups, act_bytes)
+    totals = [sum(x.values()) for x in stages]
+    crit = stages[max(range(len(stages)), key=lambda i: totals[i])]
+    bubble = (e.pp - 1) / e.interleave * (sum(totals) / len(totals))
+
+    layers = split.device_layers
+    big = max(range(e.pp), key=lambda i: device_params(cfg, e.tp, layers[i], i == 0, i == e.pp - 1))
+    params_dev = device_params(cfg, e.tp, layers[big], big == 0, big == e.pp - 1)
+    windows = {"last_bwd": layers[big] * (lt.bwd + frac * rec_compute), "fwd": layers[big] * lt.fwd}
+    dp_time = _dp_time(e, m, params_dev, state, elem, groups, cluster, layers[big], windows)
+    time = TimeBreakdown(
+        compute=m * crit["compute"], recompute=m * crit["recompute"], tp_comm=m * crit["tp_comm"],
+        cp_comm=m * crit["cp_comm"], pp_p2p=m * crit["pp_p2p"], pp_bubble=bubble, dp_comm=dp_time,
+        optimizer=_optimizer_time(cfg, e, cluster, dev, state, params_dev))
+
+    memory = memory_breakdown(
+        cfg, seq_len=workload.seq_len, tp=e.tp, pp=e.pp, dp=e.dp, micro_batch=e.micro_batch,
+        interleave=e.interleave, micro_batches=m, sequence_parallel=sp, flash=e.attention != "eager",
+        recompute=e.recompute, zero=e.zero, elem_bytes=elem, state=state,
+        runtime_bytes=cluster.acc.runtime_overhead_gib * 2**30, capacity_bytes=cluster.acc.memory_bytes,
+        device_layers=layers, cp=e.cp, shard_degree=e.shard_degree, recompute_fraction=e.recompute_fraction)
+    batch = m * e.dp * e.micro_batch
+    tokens = batch * workload.seq_len
+    model_flops = flops_per_token(cfg, workload.seq_len) * tokens
+    rec_flops = recompute_flops_per_token(cfg, workload.seq_len, e.recompute) * (frac if e.recompute == "full" else 1)
+    layer_state = device_params(cfg, e.tp, layers[0], False, False) * (state.weights + state.grads + state.optimizer)
+    return Estimate(
+        workload=workload, execution=e, cluster=cluster, memory=memory, time=time, micro_batches=m,
+        global_batch=batch, split=split, model_flops_per_step=model_flops,
+        hardware_flops_per_step=model_flops + rec_flops * tokens,
+        layer_weights_gib=layer_state / 2**30, layer_activations_gib=memory.activations / 2**30,
+        extras={"stage_times_s": totals, "layer_fwd_s": lt.fwd, "layer_bwd_s": lt.bwd})
+
+
+def _stage_times(cfg: ModelConfig, e: Execution, dev: Device, shape: LayerShape, split: StageSplit,
+                 per_layer: dict[str, float], cluster: Cluster, groups: comms.Groups,
+                 act_bytes: float) -> list[dict[str, float]]:
+    """Seconds per micro-batch of every pipeline stage, by kind."""
+    emb = embedding_times(dev, tokens=shape.tokens, h=cfg.d_model, elem_bytes=shape.elem_bytes)
+    head = output_head_times(dev, tokens=shape.tokens, h=cfg.d_model, vocab=cfg.require_vocab(), t=e.tp,
+                             elem_bytes=shape.elem_bytes)
     # Pipeline send/receive: one activation forward and one gradient backward per chunk boundary;
     # with sequence parallelism (or Megatron's scatter-gather) each rank sends its 1/t shard.
-    p2p_bytes = act_bytes / t if (sp or t > 1) else act_bytes
-    p2p = 2 * v * comms.p2p_time(p2p_bytes, comms.pp_fabric(cluster, groups)) if p > 1 else 0.0
+    p2p_bytes = act_bytes / e.tp
+    p2p = 2 * e.interleave * comms.p2p_time(p2p_bytes, comms.pp_fabric(cluster, groups)) if e.pp > 1 else 0.0
+    out = []
+    for i, n_layers in enumerate(split.device_layers):
+        edge = (emb.fwd + emb.bwd if i == 0 else 0.0) + (head.fwd + head.bwd if i == e.pp - 1 else 0.0)
+        stage = {k: n_layers * v for k, v in per_layer.items()}
+        stage["compute"] += edge
+        stage["pp_p2p"] = p2p
+        out.append(stage)
+    return out
 
-    def stage(edge_compute: float) -> dict[str, float]:
-        return {
-            "compute": layers_per_stage * layer_compute + edge_compute,
-            "recompute": layers_per_stage * rec_compute,
-            "tp_comm": layers_per_stage * (tp_fwd + tp_bwd + rec_comm),
-            "pp_p2p": p2p,
-        }
 
-    if p == 1:
-        stages = [stage(emb.fwd + emb.bwd + head.fwd + head.bwd)]
-    else:
-        stages = [stage(emb.fwd + emb.bwd), stage(0.0), stage(head.fwd + head.bwd)]
-    stage_totals = [sum(x.values()) for x in stages]
-    crit = stages[max(range(len(stages)), key=lambda i: stage_totals[i])]
-    if p == 1:
-        t_mean = stage_totals[0]
-    else:  # p − 2 middle stages, one first, one last
-        t_mean = (stage_totals[0] + (p - 2) * stage_totals[1] + stage_totals[2]) / p
-    bubble = (p - 1) / v * t_mean
+def _dp_time(e: Execution, m: int, params_dev: float, state: StateBytes, elem: int, groups: comms.Groups,
+             cluster: Cluster, layers: int, windows: dict[str, float]) -> float:
+    """Exposed data-parallel communication per step: gradient sync and ZeRO weight gathers.
 
-    # ---- data parallel: gradient sync, ZeRO gathers, optimizer
-    sp_params = stage_params(cfg, t, p)
-    params_dev = max(sp_params.first, sp_params.last)
+    ZeRO-0 all-reduces gradients over the c·d ranks holding the same weights. ZeRO-1/2/3
+    reduce-scatter them over the shard group (ZeRO-2/3 every micro-batch, their gradients being
+    sharded) and all-reduce the 1/shard piece across HSDP replicas; ZeRO-1/2 then all-gather the
+    updated weights (Megatron's distributed optimizer; behind the next forward with overlap),
+    ZeRO-3 gathers each layer's weights before forward and backward (and recompute).
+    """
+    if groups.dp.size == 1:
+        return 0.0
     grad_bytes = params_dev * state.grads
     weight_bytes = params_dev * elem
-    dp_time = 0.0
-    last_bwd = layers_per_stage * (lt.bwd + rec_compute)  # backward of one micro-batch on a stage
-    if d > 1:
-        def dp_coll(kind: str, nbytes: float, pieces: int) -> float:
-            # Frameworks issue one collective per bucket (DDP) or per layer (FSDP/ZeRO-3): each
-            # pays the ring latency, which matters on thousands of ranks.
-            return pieces * comms.collective_time(kind, nbytes / pieces, groups.dp, cluster)
+    buckets = max(1, math.ceil(grad_bytes / DDP_BUCKET_BYTES))
+    pieces_per_mb = max(1, layers)
 
-        buckets = max(1, math.ceil(grad_bytes / DDP_BUCKET_BYTES))
-        if e.zero <= 1:
-            sync = dp_coll(comms.ALL_REDUCE, grad_bytes, buckets)
-        else:  # ZeRO-2/3 reduce-scatter gradients every micro-batch (they are sharded)
-            sync = m * dp_coll(comms.REDUCE_SCATTER, grad_bytes, layers_per_stage)
-        if e.dp_overlap:
-            last_piece = sync / (buckets if e.zero <= 1 else m * layers_per_stage)  # waits for the last backward
-            window = last_bwd if e.zero <= 1 else m * last_bwd
-            dp_time = comms.overlapped(sync, window, groups.dp) + last_piece
-        else:
-            dp_time = sync
-        if e.zero in (1, 2):  # updated weight shards are all-gathered after the optimizer step
-            dp_time += dp_coll(comms.ALL_GATHER, weight_bytes, buckets)
-        if e.zero == 3:  # each layer's weights gathered before forward and backward (and recompute), prefetched
-            gathers = 3 if e.recompute == "full" else 2
-            gather = gathers * m * dp_coll(comms.ALL_GATHER, weight_bytes, layers_per_stage)
-            window = m * layers_per_stage * (lt.fwd + lt.bwd + rec_compute)
-            dp_time += comms.overlapped(gather, window, groups.dp) + gather / (layers_per_stage * m * gathers)
+    def coll(kind: str, nbytes: float, pieces: int, group: comms.Group) -> float:
+        # Frameworks issue one collective per bucket (DDP) or per layer (FSDP/ZeRO-3): each pays
+        # the ring latency, which matters on thousands of ranks.
+        return pieces * comms.collective_time(kind, nbytes / pieces, group, cluster)
 
+    shard, rep = groups.shard, groups.replicate
+    across = coll(comms.ALL_REDUCE, grad_bytes / shard.size, buckets, rep)
+    if e.zero == 0:
+        sync, pieces, window = coll(comms.ALL_REDUCE, grad_bytes, buckets, groups.dp), buckets, windows["last_bwd"]
+    elif e.zero == 1:
+        sync, pieces, window = coll(comms.REDUCE_SCATTER, grad_bytes, buckets, shard) + across, buckets, \
+            windows["last_bwd"]
+    else:
+        sync = m * coll(comms.REDUCE_SCATTER, grad_bytes, pieces_per_mb, shard) + across
+        pieces, window = m * pieces_per_mb, m * windows["last_bwd"]
+    # The last piece waits for the last backward; the rest runs under it when overlapped.
+    total = comms.overlapped(sync, window, groups.dp) + sync / pieces if e.dp_overlap else sync
+    if e.zero in (1, 2) and shard.size > 1:
+        gather = coll(comms.ALL_GATHER, weight_bytes, buckets, shard)
+        total += comms.overlapped(gather, windows["fwd"], shard) + gather / buckets if e.dp_overlap else gather
+    if e.zero == 3 and shard.size > 1:  # prefetched one layer ahead
+        gathers = 3 if e.recompute == "full" else 2
+        gather = gathers * m * coll(comms.ALL_GATHER, weight_bytes, pieces_per_mb, shard)
+        window = m * (windows["fwd"] + windows["last_bwd"])
+        total += comms.overlapped(gather, window, shard) + gather / (pieces_per_mb * m * gathers)
+    return total
+
+
+def _optimizer_time(cfg: ModelConfig, e: Execution, cluster: Cluster, dev: Device, state: StateBytes,
+                    params_dev: float) -> float:
     fused = e.fused_optimizer if e.fused_optimizer is not None else cluster.acc.kind != "cpu"
-    opt_params = params_dev / d if e.zero >= 1 else params_dev
+    opt_params = params_dev / e.shard_degree if e.zero >= 1 else params_dev
     if fused:
         per_param = 2 * state.optimizer + state.grads + 2 * state.weights + FUSED_ADAM_EXTRA
     else:
         per_param = UNFUSED_ADAM_BYTES_FP32 * (state.optimizer + state.weights + state.grads) / 16
     # Kernels: a fused optimizer runs a few multi-tensor launches; PyTorch's per-tensor loop runs
     # ≈ 10 element-wise kernels (AdamW's 8 passes, norm and clip) for every parameter tensor.
-    kernels = 20 if fused else UNFUSED_ADAM_KERNELS * param_tensors(cfg) / p
-    opt_time = opt_params * per_param / dev.mem_bytes_per_s + kernels * dev.kernel_s
-
-    time = TimeBreakdown(
-        compute=m * crit["compute"],
-        recompute=m * crit["recompute"],
-        tp_comm=m * crit["tp_comm"],
-        pp_p2p=m * crit["pp_p2p"],
-        pp_bubble=bubble,
-        dp_comm=dp_time,
-        optimizer=opt_time,
-    )
-
-    memory = memory_breakdown(
-        cfg, seq_len=s, tp=t, pp=p, dp=d, micro_batch=b, interleave=v, micro_batches=m, sequence_parallel=sp,
-        flash=flash, recompute=e.recompute, zero=e.zero, elem_bytes=elem, state=state,
-        runtime_bytes=cluster.acc.runtime_overhead_gib * 2**30, capacity_bytes=cluster.acc.memory_bytes)
-    tokens = workload.tokens_per_step
-    model_flops = flops_per_token(cfg, s) * tokens
-    hw_flops = model_flops + recompute_flops_per_token(cfg, s, e.recompute) * tokens
-    layer_state = sp_params.layers_only * (state.weights + state.grads + state.optimizer)
-    return Estimate(
-        workload=workload, execution=e, cluster=cluster, memory=memory, time=time, micro_batches=m,
-        model_flops_per_step=model_flops, hardware_flops_per_step=hw_flops,
-        layer_weights_gib=layer_state / 2**30,
-        layer_activations_gib=memory.activations / 2**30,
-        extras={"stage_times_s": stage_totals, "layer_fwd_s": lt.fwd, "layer_bwd_s": lt.bwd},
-    )
+    kernels = 20 if fused else UNFUSED_ADAM_KERNELS * param_tensors(cfg) / e.pp
+    return opt_params * per_param / dev.mem_bytes_per_s + kernels * dev.kernel_s
 
 
 def comm_bytes_per_step(workload: Workload, execution: Execution) -> dict[str, float]:
@@ -387,29 +330,27 @@ def comm_bytes_per_step(workload: Workload, execution: Execution) -> dict[str, f
 
     dp: DDP all-reduce of the gradients (2(n−1)/n · G), or with ZeRO-2/3 a reduce-scatter per
         micro-batch ((n−1)/n · G each) plus, for ZeRO-3, two weight all-gathers per micro-batch
-        (three with full recompute), and for ZeRO-1/2 one all-gather of the updated weights;
+        (three with full recompute), and for ZeRO-1 one reduce-scatter of gradients and one
+        all-gather of the updated weights;
     tp: the Megatron collectives on b·s·h activations per layer and micro-batch;
     pp: activation forward + gradient backward per micro-batch and chunk boundary.
     Gradient bytes G use the execution's gradient dtype; weights its compute precision.
     """
     cfg, e = workload.model, execution
     t, p, d = e.tp, e.pp, e.dp
-    m = workload.global_batch // (d * e.micro_batch)
+    m = micro_batches(workload, e)
     elem = ELEM_BYTES[e.precision]
     state = StateBytes.of(e.precision, e.grad_dtype)
     sp_params = stage_params(cfg, t, p)
     params = max(sp_params.first, sp_params.last)
     grads, weights = params * state.grads, params * elem
     ring = (d - 1) / d if d > 1 else 0.0
-    if e.zero <= 1:
-        dp = 2 * ring * grads
-    else:
-        dp = m * ring * grads
-    if e.zero in (1, 2):
+    dp = {0: 2 * ring * grads, 1: ring * grads + ring * weights}.get(e.zero, m * ring * grads)
+    if e.zero == 2:
         dp += ring * weights
     if e.zero == 3:
         dp += (3 if e.recompute == "full" else 2) * m * ring * weights
-    act = elem * e.micro_batch * workload.seq_len * cfg.d_model
+    act = elem * e.micro_batch * workload.seq_len // e.cp * cfg.d_model
     tp_ring = (t - 1) / t if t > 1 else 0.0
     per_layer = (2 * 2 + (2 if e.recompute == "full" else 0)) * 2 * tp_ring * act  # all-reduces
     if e.sequence_parallel and t > 1:  # all-gathers + reduce-scatters, same volume, plus the AG redo
@@ -417,48 +358,3 @@ def comm_bytes_per_step(workload: Workload, execution: Execution) -> dict[str, f
     tp_bytes = m * (cfg.n_layer // p) * per_layer
     pp_bytes = m * 2 * e.interleave * (act / t if t > 1 else act) if p > 1 else 0.0
     return {"dp": dp, "tp": tp_bytes, "pp": pp_bytes}
-
-
-@dataclass(frozen=True)
-class RunTotals:
-    """Whole-run figures derived from one step's estimate and the cluster's power, price, storage."""
-
-    steps: float | None
-    days: float | None
-    gpu_hours: float | None
-    energy_kwh: float | None
-    cost: float | None
-    checkpoint_gb: float  # weights + optimizer state (gradients are not saved), 1e9 bytes
-    checkpoint_write_s: float
-    checkpoint_restore_s: float
-    data_read_gb_s: float  # token bandwidth training consumes
-    storage_read_gb_s: float  # what the storage system delivers
-
-
-def run_totals(est: Estimate) -> RunTotals:
-    cl, wl = est.cluster, est.workload
-    steps = wl.run_steps
-    seconds = steps * est.step_time_s if steps is not None else None
-    n = est.num_gpus
-    nodes_used = max(1, math.ceil(n / cl.gpus_per_node))
-    state = StateBytes.of(est.execution.precision, est.execution.grad_dtype)
-    ckpt_bytes = param_count(wl.model) * (state.weights + state.optimizer)
-    # Every node writes its shard in parallel, limited by its NICs and by the file system.
-    nic_node = cl.nics_per_node * cl.net.port_gbit_s / 8 * 1e9 * cl.net.efficiency if cl.nodes > 1 else math.inf
-    write_bw = min(cl.storage.write_gb_s * 1e9, nodes_used * nic_node)
-    read_bw = min(cl.storage.read_gb_s * 1e9, nodes_used * nic_node)
-    token_bytes = 2 if wl.model.require_vocab() <= 65535 else 4
-    return RunTotals(
-        steps=steps,
-        days=seconds / 86400 if seconds is not None else None,
-        gpu_hours=n * seconds / 3600 if seconds is not None else None,
-        energy_kwh=(nodes_used * cl.node_power_w * (n / (nodes_used * cl.gpus_per_node)) * seconds / 3.6e6 * cl.pue
-                    if seconds is not None else None),
-        cost=(n * seconds / 3600 * cl.price_per_gpu_hour
-              if seconds is not None and cl.price_per_gpu_hour is not None else None),
-        checkpoint_gb=ckpt_bytes / 1e9,
-        checkpoint_write_s=ckpt_bytes / write_bw,
-        checkpoint_restore_s=ckpt_bytes / read_bw,
-        data_read_gb_s=est.tokens_per_s * token_bytes / 1e9,
-        storage_read_gb_s=cl.storage.read_gb_s,
-    )

@@ -96,12 +96,16 @@ def layer_activation_bytes(x: ActivationShape, recompute: str) -> float:
     return attn + mlp + norms
 
 
-def in_flight_factor(pp: int, micro_batches: int, interleave: int) -> float:
-    """Micro-batches' worth of activations the first stage holds (1F1B, Korthikanti §4.2.3)."""
+def in_flight_factor(pp: int, micro_batches: int, interleave: int, stage: int = 0) -> float:
+    """Micro-batches' worth of activations pipeline stage `stage` holds (1F1B, Korthikanti §4.2.3).
+
+    Stage i of p keeps min(p − i, m) micro-batches in flight (the first p, the last 1); with v
+    interleaved chunks every stage but the last holds (1 + (p − 1)/(p·v)) times as much.
+    """
     if pp == 1:
         return 1.0
-    base = float(min(pp, micro_batches))
-    if interleave > 1:
+    base = float(min(pp - stage, micro_batches))
+    if interleave > 1 and stage < pp - 1:
         base *= 1 + (pp - 1) / (pp * interleave)
     return base
 
@@ -114,22 +118,28 @@ class StageParams:
     largest_layer: float  # one layer's parameters (full, before any split) — ZeRO-3 gather size
 
 
-def stage_params(cfg: ModelConfig, tp: int, pp: int) -> StageParams:
-    """Parameters per device on the first and last pipeline stages."""
+def device_params(cfg: ModelConfig, tp: int, layers: int, first: bool, last: bool) -> float:
+    """Parameters on one device holding `layers` layers (and the embedding / head if first / last)."""
     pb = param_breakdown(cfg)
     L = cfg.n_layer
-    per_layer_matmul = pb.block_matmul / L
-    per_layer_other = (pb.blocks - pb.block_matmul) / L  # norms and biases, replicated over TP
-    per_layer_local = per_layer_matmul / tp + per_layer_other
-    layers = L / pp * per_layer_local
-    embed = pb.embedding / tp + pb.position
-    head = pb.head / tp
-    if pp == 1:
-        first = last = layers + embed + head + pb.final_norm
-    else:
-        first = layers + embed
-        # A tied output head still needs its own copy of the embedding on the last stage.
-        last = layers + pb.final_norm + (head if pb.head else pb.embedding / tp)
+    per_layer_local = (pb.block_matmul / tp + (pb.blocks - pb.block_matmul)) / L  # norms, biases replicated
+    n = layers * per_layer_local
+    if first:
+        n += pb.embedding / tp + pb.position
+    if last:
+        # A tied output head still needs its own copy of the embedding on a separate last stage.
+        n += pb.final_norm + (pb.head / tp if pb.head or first else pb.embedding / tp)
+    return n
+
+
+def stage_params(cfg: ModelConfig, tp: int, pp: int) -> StageParams:
+    """Parameters per device on the first and last pipeline stages of an even split."""
+    pb = param_breakdown(cfg)
+    L = cfg.n_layer
+    per_stage = L / pp
+    layers = device_params(cfg, tp, per_stage, False, False)
+    first = device_params(cfg, tp, per_stage, True, pp == 1)
+    last = device_params(cfg, tp, per_stage, pp == 1, True)
     return StageParams(first=first, last=last, layers_only=layers, largest_layer=pb.blocks / L)
 
 
@@ -168,53 +178,64 @@ class MemoryBreakdown:
 def memory_breakdown(cfg: ModelConfig, *, seq_len: int, tp: int, pp: int, dp: int, micro_batch: int,
                      interleave: int, micro_batches: int, sequence_parallel: bool, flash: bool, recompute: str,
                      zero: int, elem_bytes: int, state: StateBytes, runtime_bytes: float,
-                     capacity_bytes: float) -> MemoryBreakdown:
-    """Bytes per device on the most loaded pipeline stage (first or last)."""
-    t, p, d, b, s, elem = tp, pp, dp, micro_batch, seq_len, elem_bytes
+                     capacity_bytes: float, device_layers: tuple[int, ...] | None = None, cp: int = 1,
+                     shard_degree: int | None = None, recompute_fraction: float = 1.0) -> MemoryBreakdown:
+    """Bytes per device on the most loaded pipeline stage.
+
+    `device_layers` gives each pipeline stage's layer count (default: an even split); context
+    parallelism (`cp`) divides every per-token tensor; ZeRO shards state over `shard_degree` ranks
+    (default d; c·d_shard with context parallelism and HSDP).
+    """
+    t, p, d, b, elem = tp, pp, dp, micro_batch, elem_bytes
+    s = seq_len // cp  # tokens of each sequence on this device
     sp = sequence_parallel
+    n_shard = shard_degree if shard_degree is not None else d
     V, h = cfg.require_vocab(), cfg.d_model
     shape = ActivationShape(b=b, s=s, h=h, heads=cfg.n_head, kv_heads=cfg.kv_heads, head_dim=cfg.head_dim,
                             ff=cfg.ffn_dim, gated=cfg.style == "llama", dropout=cfg.dropout > 0, t=t, sp=sp,
                             flash=flash, elem_bytes=elem)
+    full_layer = layer_activation_bytes(shape, "none")
     per_layer = layer_activation_bytes(shape, recompute)
-    layers = cfg.n_layer // p
-    in_flight = in_flight_factor(p, micro_batches, interleave)
-    params = stage_params(cfg, t, p)
+    if recompute == "full":  # a fraction f of layers recomputed, the rest keep everything
+        per_layer = recompute_fraction * per_layer + (1 - recompute_fraction) * full_layer
+    layers = device_layers or (cfg.n_layer // p,) * p
     rep = t if sp else 1
     sbh = s * b * h
     mask = 1 if cfg.dropout > 0 else 0
-    # Output layer: its input, the logits it produced, their fp32 copy when they come out in 16-bit,
-    # and the fp32 log-softmax the loss keeps — for the one micro-batch in flight on the last stage.
-    logits = s * b * V / t * (elem + 4 + (4 if elem < 4 else 0))
+    # Output layer: its input and the fp32 log-softmax (or softmax) the loss keeps for backward —
+    # PyTorch's log_softmax and Megatron's vocab-parallel cross-entropy each save one fp32 tensor;
+    # the 16-bit logits and their fp32 copy are transient — for the one micro-batch in flight.
+    logits = s * b * V / t * 4
     last_extra = 2 * elem * sbh / rep + logits
-    first_extra = (mask + elem) * sbh / rep * in_flight  # embedding output (and its dropout mask)
     # Working buffers beyond what is kept for backward: the recomputed layer (full: one layer's
     # complete activations; selective: its attention scores), gradient of the largest activation,
     # the loss backward's fp32 gradient, ZeRO-3's gathered layers, communication buckets.
-    full_layer = layer_activation_bytes(shape, "none")
     recompute_buf = {"none": 0.0, "selective": full_layer - per_layer if not flash else 0.0,
                      "full": full_layer}[recompute]
     grad_buf = 2 * elem * s * b * max(cfg.ffn_dim * (2 if cfg.style == "llama" else 1), h) / t
-    gather_buf = 2 * params.largest_layer * elem / t if zero == 3 and d > 1 else 0.0
-    bucket = 2 * 25 * 2**20 if d > 1 else 0.0
-    # Loss backward: the gradient of the fp32 log-softmax and of its input (cast back when 16-bit).
-    loss_grad = s * b * V / t * (4 + 4 + (elem if elem < 4 else 0))
+    largest_layer = param_breakdown(cfg).blocks / cfg.n_layer
+    gather_buf = 2 * largest_layer * elem / t if zero == 3 and n_shard > 1 else 0.0
+    bucket = 2 * 25 * 2**20 if d * cp > 1 else 0.0
+    # Loss backward: the fp32 gradients of the log-softmax output and of its input, both live at
+    # once (more than the forward's transient 16-bit logits + fp32 copy, 6 bytes per element).
+    loss_grad = s * b * V / t * (4 + 4)
 
-    def stage(n_params: float, extra: float, loss: float, held: float, name: str) -> MemoryBreakdown:
+    def stage(i: int) -> MemoryBreakdown:
+        first, last = i == 0, i == p - 1
+        held = in_flight_factor(p, micro_batches, interleave, i)
+        n_params = device_params(cfg, t, layers[i], first, last)
+        extra = ((mask + elem) * sbh / rep * held if first else 0.0) + (last_extra if last else 0.0)
+        name = "first" if first else ("last" if last else f"stage {i}")
         return MemoryBreakdown(
-            weights=shard(n_params * state.weights, d, zero >= 3),
-            grads=shard(n_params * state.grads, d, zero >= 2),
-            optimizer=shard(n_params * state.optimizer, d, zero >= 1),
-            activations=layers * per_layer * held, embedding_logits=extra,
-            temporary=max(recompute_buf + grad_buf, loss) + gather_buf + bucket,
+            weights=shard(n_params * state.weights, n_shard, zero >= 3),
+            grads=shard(n_params * state.grads, n_shard, zero >= 2),
+            optimizer=shard(n_params * state.optimizer, n_shard, zero >= 1),
+            activations=layers[i] * per_layer * held, embedding_logits=extra,
+            temporary=max(recompute_buf + grad_buf, loss_grad if last else 0.0) + gather_buf + bucket,
             runtime=runtime_bytes, capacity=capacity_bytes, stage=name)
 
-    if p == 1:
-        return stage(params.first, first_extra + last_extra, loss_grad, in_flight, "first")
-    first = stage(params.first, first_extra, 0.0, in_flight, "first")
-    last = stage(params.last, last_extra, loss_grad, 1.0, "last")  # 1F1B: one micro-batch in flight
-    return first if first.total >= last.total else last
+    return max((stage(i) for i in range(p)), key=lambda m: m.total)
 
 
-def shard(nbytes: float, dp: int, sharded: bool) -> float:
-    return nbytes / dp if sharded else nbytes
+def shard(nbytes: float, ranks: int, sharded: bool) -> float:
+    return nbytes / ranks if sharded else nbytes

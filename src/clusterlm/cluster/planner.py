@@ -4,7 +4,8 @@
 recompute, ZeRO) combination, estimates each with `estimator.estimate`, drops those that do not
 fit in accelerator memory and ranks the rest by throughput. Tensor parallelism stays inside a
 node (powers of two up to the node size) with sequence parallelism on; pipeline degrees are the
-divisors of the layer count; data parallelism takes the remaining accelerators. Each estimate is
+divisors of the layer count (even splits) and of the layer count + 2 (balanced splits: embedding
+and loss as one layer each); data parallelism takes the remaining accelerators. Each estimate is
 a few dozen arithmetic kernels, so even Llama-3-405B on 16,384 GPUs is searched in well under a
 second.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from clusterlm.cluster.estimator import Estimate, Execution, Workload, estimate, run_totals
+from clusterlm.cluster.estimator import Estimate, Execution, Workload, estimate
 from clusterlm.cluster.memory import GIB, RECOMPUTE_MODES
 from clusterlm.cluster.spec import Cluster
+from clusterlm.cluster.totals import run_totals
 from clusterlm.errors import ConfigError
 from clusterlm.model.flops import param_count
 
@@ -42,8 +44,11 @@ def candidate_layouts(workload: Workload, cluster: Cluster, base: Execution) -> 
            if t <= cluster.gpus_per_node and n % t == 0 and cfg.n_head % t == 0 and cfg.ffn_dim % t == 0
            and (cfg.kv_heads % t == 0 or t % cfg.kv_heads == 0)]
     out = []
+    # Pipeline degrees: even splits, and balanced ones (embedding and loss as a layer each, e.g.
+    # 126 layers over 16 stages as 7, 8, …, 8, 7).
+    pps = sorted(set(_divisors(cfg.n_layer)) | {p for p in _divisors(cfg.n_layer + 2) if 1 < p <= cfg.n_layer // 2})
     for t in tps:
-        for p in _divisors(cfg.n_layer):
+        for p in pps:
             if n % (t * p):
                 continue
             d = n // (t * p)
@@ -51,7 +56,7 @@ def candidate_layouts(workload: Workload, cluster: Cluster, base: Execution) -> 
                 continue
             per_replica = workload.global_batch // d
             bs = [b for b in MICRO_BATCHES if per_replica % b == 0]
-            vs = [1] + ([v for v in range(2, MAX_INTERLEAVE + 1) if (cfg.n_layer // p) % v == 0] if p > 1 else [])
+            vs = [1] + ([v for v in range(2, MAX_INTERLEAVE + 1) if cfg.n_layer % (p * v) == 0] if p > 1 else [])
             zeros = (0, 1, 2, 3) if d > 1 else (0,)
             for b, v, rec, zero in itertools.product(bs, vs, RECOMPUTE_MODES, zeros):
                 if v > 1 and per_replica // b < p:
@@ -83,49 +88,32 @@ def search(workload: Workload, cluster: Cluster, base: Execution | None = None, 
                         closest=None if fitting else closest)
 
 
-def parse_parallel(text: str) -> dict[str, int]:
-    """`t=8,p=35,d=8` (also `tp=`, `pp=`, `dp=`, `b=`, `v=`) → degrees."""
-    names = {"t": "tp", "tp": "tp", "p": "pp", "pp": "pp", "d": "dp", "dp": "dp", "b": "micro_batch",
-             "v": "interleave"}
-    out: dict[str, int] = {}
-    for part in filter(None, (x.strip() for x in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or key.strip() not in names:
-            raise ConfigError(f"--parallel: expected items like t=8,p=4,d=16, got '{part}'")
-        try:
-            out[names[key.strip()]] = int(value)
-        except ValueError:
-            raise ConfigError(f"--parallel: '{part}' needs an integer value") from None
-    return out
+def to_json(est: Estimate, bands: dict[str, float] | None = None) -> dict:
+    """The machine-readable plan (`clusterlm plan --json`).
 
-
-def complete_degrees(degrees: dict[str, int], num_gpus: int) -> dict[str, int]:
-    """Fill the missing one of t, p, d from the accelerator count."""
-    tp, pp = degrees.get("tp", 1), degrees.get("pp", 1)
-    if "dp" not in degrees:
-        if num_gpus % (tp * pp):
-            raise ConfigError(f"t·p = {tp * pp} does not divide the {num_gpus} accelerators")
-        degrees = {**degrees, "dp": num_gpus // (tp * pp)}
-    return degrees
-
-
-def to_json(est: Estimate) -> dict:
-    """The machine-readable plan (`clusterlm plan --json`)."""
+    `bands` holds the relative uncertainties {"time": σ, "memory": σ} (±1σ of the held-out
+    validation errors, validation.py): every time, throughput and memory figure gets a range.
+    """
     totals = run_totals(est)
     mem = est.memory.gib()
     e = est.execution
-    return {
+    out = {
         "model": est.workload.model.preset or "custom",
         "params": param_count(est.workload.model),
         "cluster": est.cluster.name,
         "accelerator": est.cluster.acc.name,
         "gpus": est.num_gpus,
-        "parallel": {"t": e.tp, "p": e.pp, "d": e.dp, "micro_batch": e.micro_batch, "interleave": e.interleave,
-                     "micro_batches": est.micro_batches, "sequence_parallel": e.sequence_parallel,
-                     "recompute": e.recompute, "zero": e.zero, "precision": e.precision, "attention": e.attention},
+        "parallel": {"t": e.tp, "p": e.pp, "d": e.dp, "c": e.cp, "dp_shard": e.dp_shard or e.dp,
+                     "micro_batch": e.micro_batch, "interleave": e.interleave, "micro_batches": est.micro_batches,
+                     "stage_layers": list(est.split.chunks), "pipeline_split": est.split.rule,
+                     "sequence_parallel": e.sequence_parallel, "recompute": e.recompute,
+                     "recompute_fraction": e.recompute_fraction, "zero": e.zero, "precision": e.precision,
+                     "fp8": e.fp8, "attention": e.attention, "elementwise": e.elementwise, "tp_overlap": e.tp_overlap,
+                     "dp_overlap": e.dp_overlap, "grad_accum_fusion": e.grad_accum_fusion},
         "seq_len": est.workload.seq_len,
         "global_batch": est.workload.global_batch,
-        "tokens_per_step": est.workload.tokens_per_step,
+        "effective_global_batch": est.global_batch,
+        "tokens_per_step": est.tokens_per_step,
         "step_time_s": est.step_time_s,
         "tokens_per_s": est.tokens_per_s,
         "model_tflops_per_gpu": est.model_tflops_per_gpu,
@@ -133,8 +121,11 @@ def to_json(est: Estimate) -> dict:
         "mfu": est.mfu,
         "time_s": est.time.as_dict(),
         "memory_gib": mem,
+        "layer_state_gib": est.layer_weights_gib,
+        "layer_activations_gib": est.layer_activations_gib,
         "fits": est.fits,
         "steps": totals.steps,
+        "rampup_steps": totals.rampup_steps,
         "days": totals.days,
         "gpu_hours": totals.gpu_hours,
         "energy_kwh": totals.energy_kwh,
@@ -146,6 +137,28 @@ def to_json(est: Estimate) -> dict:
         "data_read_gb_s": totals.data_read_gb_s,
         "storage_read_gb_s": totals.storage_read_gb_s,
     }
+    if bands is not None:
+        out["range"] = ranges(out, bands["time"], bands["memory"])
+    return out
+
+
+def span(x: float | None, band: float, inverse: bool = False) -> list[float] | None:
+    """[low, high] of `x` for a relative uncertainty `band` of time (inverse: of a rate)."""
+    if x is None:
+        return None
+    lo, hi = 1 - band, 1 + band
+    return [x / hi, x / lo] if inverse else [x * lo, x * hi]
+
+
+def ranges(plan: dict, time_band: float, memory_band: float) -> dict:
+    """±1σ ranges of the headline figures: time-like ones scale with the step time, rates inversely."""
+    return {"sigma_time": time_band, "sigma_memory": memory_band,
+            "step_time_s": span(plan["step_time_s"], time_band), "days": span(plan["days"], time_band),
+            "gpu_hours": span(plan["gpu_hours"], time_band), "cost": span(plan["cost"], time_band),
+            "energy_kwh": span(plan["energy_kwh"], time_band),
+            "tokens_per_s": span(plan["tokens_per_s"], time_band, inverse=True),
+            "mfu": span(plan["mfu"], time_band, inverse=True),
+            "memory_total_gib": span(plan["memory_gib"]["total"], memory_band)}
 
 
 def memory_headroom_gib(est: Estimate) -> float:

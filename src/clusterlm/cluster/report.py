@@ -10,14 +10,15 @@ from pathlib import Path
 
 from rich.table import Table
 
-from clusterlm.cluster.estimator import Estimate, run_totals
+from clusterlm.cluster.estimator import Estimate
+from clusterlm.cluster.totals import run_totals
 from clusterlm.cluster.spec import Cluster
-from clusterlm.cluster.validation import Row, mean_abs_error
+from clusterlm.cluster.validation import Row, max_abs_error, mean_abs_error, select, summary
 from clusterlm.fsio import atomic_write_bytes
 
 GIB = 2**30
 MEMORY_PARTS = ("weights", "grads", "optimizer", "activations", "embedding_logits", "temporary", "runtime")
-TIME_PARTS = ("compute", "recompute", "tp_comm", "pp_p2p", "pp_bubble", "dp_comm", "optimizer")
+TIME_PARTS = ("compute", "recompute", "tp_comm", "cp_comm", "pp_p2p", "pp_bubble", "dp_comm", "optimizer")
 
 
 def _fmt_flops(flops: float) -> str:
@@ -75,8 +76,13 @@ def cluster_tables(cluster: Cluster) -> list[Table]:
     return [head]
 
 
-def plan_tables(est: Estimate) -> list[Table]:
-    """Memory, time and run-total tables for one plan."""
+def _pm(band: float | None) -> str:
+    return f" ± {band:.0%}" if band else ""
+
+
+def plan_tables(est: Estimate, bands: dict[str, float] | None = None) -> list[Table]:
+    """Memory, time and run-total tables for one plan (± the held-out uncertainty when given)."""
+    time_pm = _pm((bands or {}).get("time"))
     mem = est.memory.gib()
     t_mem = Table(title=f"memory per accelerator ({est.memory.stage} pipeline stage)")
     t_mem.add_column("part")
@@ -84,30 +90,34 @@ def plan_tables(est: Estimate) -> list[Table]:
     for part in MEMORY_PARTS:
         t_mem.add_row(part.replace("_", " "), f"{mem[part]:,.2f}")
     verdict = "fits" if est.fits else "DOES NOT FIT"
-    t_mem.add_row("total", f"{mem['total']:,.2f} of {mem['capacity']:,.0f} ({verdict})", style="bold")
+    t_mem.add_row("total", f"{mem['total']:,.2f}{_pm((bands or {}).get('memory'))} of {mem['capacity']:,.0f} "
+                  f"({verdict})", style="bold")
     times = est.time.as_dict()
-    t_time = Table(title=f"step time ({est.micro_batches} micro-batches per pipeline)")
+    t_time = Table(title=f"step time ({est.micro_batches} micro-batches per pipeline, "
+                         f"{est.global_batch} sequences per step)")
     t_time.add_column("part")
     t_time.add_column("seconds", justify="right")
     t_time.add_column("share", justify="right")
     for part in TIME_PARTS:
         t_time.add_row(part.replace("_", " "), f"{times[part]:.4g}", f"{times[part] / times['total']:.1%}")
-    t_time.add_row("total", f"{times['total']:.4g}", "100%", style="bold")
+    t_time.add_row("total", f"{times['total']:.4g}{time_pm}", "100%", style="bold")
     totals = run_totals(est)
-    t_run = Table(title="throughput and run totals")
+    t_run = Table(title="throughput and run totals" + (f" (±1σ = ±{bands['time']:.0%}: RMS error on held-out "
+                                                       "published runs)" if bands else ""))
     t_run.add_column("")
     t_run.add_column("value", justify="right")
-    t_run.add_row("tokens/s", f"{est.tokens_per_s:,.0f}")
-    t_run.add_row("model TFLOP/s per GPU", f"{est.model_tflops_per_gpu:,.1f}")
-    t_run.add_row("hardware TFLOP/s per GPU", f"{est.hardware_tflops_per_gpu:,.1f}")
-    t_run.add_row("MFU", f"{est.mfu:.1%}")
+    t_run.add_row("tokens/s", f"{est.tokens_per_s:,.0f}{time_pm}")
+    t_run.add_row("model TFLOP/s per GPU", f"{est.model_tflops_per_gpu:,.1f}{time_pm}")
+    t_run.add_row("hardware TFLOP/s per GPU", f"{est.hardware_tflops_per_gpu:,.1f}{time_pm}")
+    t_run.add_row("MFU", f"{est.mfu:.1%}" + (f" (± {bands['time']:.0%} of it)" if bands else ""))
     if totals.steps is not None:
-        t_run.add_row("steps", f"{totals.steps:,.0f}")
-        t_run.add_row("wall clock", f"{totals.days:,.2f} days")
-        t_run.add_row("GPU-hours", f"{totals.gpu_hours:,.0f}")
-        t_run.add_row("energy (incl. PUE)", f"{totals.energy_kwh:,.0f} kWh")
+        ramp = f" ({totals.rampup_steps:,.0f} in the batch ramp-up)" if totals.rampup_steps else ""
+        t_run.add_row("steps", f"{totals.steps:,.0f}{ramp}")
+        t_run.add_row("wall clock", f"{totals.days:,.2f} days{time_pm}")
+        t_run.add_row("GPU-hours", f"{totals.gpu_hours:,.0f}{time_pm}")
+        t_run.add_row("energy (incl. PUE)", f"{totals.energy_kwh:,.0f} kWh{time_pm}")
         if totals.cost is not None:
-            t_run.add_row("cost", f"{totals.cost:,.0f} {est.cluster.currency}")
+            t_run.add_row("cost", f"{totals.cost:,.0f} {est.cluster.currency}{time_pm}")
     t_run.add_row("checkpoint (weights + optimizer)", f"{totals.checkpoint_gb:,.1f} GB")
     t_run.add_row("checkpoint write / restore", f"{totals.checkpoint_write_s:,.1f} s / {totals.checkpoint_restore_s:,.1f} s")
     t_run.add_row("data read needed / storage read",
@@ -127,22 +137,61 @@ def search_table(ranked: list[Estimate], title: str) -> Table:
     return table
 
 
+def _fits(row: Row) -> str:
+    """Whether the run's layout is predicted to fit (meaningful for runs that ran, not memory rows)."""
+    return "—" if row.run.kind == "memory" else ("yes" if row.fits else "no")
+
+
+def _stats(rows: list[Row]) -> str:
+    """'speed: mean |error| x, max y; memory: …' over the kinds present."""
+    parts = []
+    for kind, kinds in (("speed", ("time", "rate")), ("memory", ("memory",))):
+        part = [r for r in rows if r.run.kind in kinds]
+        if part:
+            parts.append(f"{kind} mean |error| {mean_abs_error(part):.1%}, max {max_abs_error(part):.1%}")
+    return "; ".join(parts)
+
+
 def validation_table(rows: list[Row], title: str) -> Table:
-    table = Table(title=f"{title} — mean |error| {mean_abs_error(rows):.2%}")
-    for col in ("case", "quantity", "published", "predicted", "error"):
+    table = Table(title=f"{title} — {_stats(rows)}")
+    for col in ("case", "quantity", "published", "predicted", "error", "fits"):
         table.add_column(col, justify="left" if col in ("case", "quantity") else "right")
     for r in rows:
-        table.add_row(r.case, r.quantity, f"{r.published:,.2f}", f"{r.predicted:,.2f}", f"{r.error:+.1%}")
+        table.add_row(r.case, r.quantity, f"{r.published:,.2f}", f"{r.predicted:,.2f}", f"{r.error:+.1%}",
+                      _fits(r))
     return table
 
 
-def validation_markdown(groups: dict[str, list[Row]]) -> str:
+def validation_report(console, rows: list[Row]) -> None:
+    """`plan --validate`: the held-out summary first, per-source tables, every row's command."""
+    for key, s in summary().items():
+        split, kind = key.split("/")
+        fit = f", predicted to fit {s['fit']:.0%}" if "fit" in s else ""
+        console.print(f"[bold]{split.replace('_', '-')} {kind}[/bold]: {s['n']} rows, mean |error| "
+                      f"{s['mean_abs_error']:.1%}, max {s['max_abs_error']:.1%}{fit}")
+    for split in ("held_out", "calibration"):
+        sources = dict.fromkeys(r.run.source.key for r in rows if r.run.split == split)
+        for key in sources:
+            part = select(split, source=key)
+            src = part[0].run.source
+            console.print(validation_table(part, f"{src.org} {src.year} ({split.replace('_', '-')}): {src.software}"))
+    console.print("[bold]commands[/bold] (each reproduces its row; add --json for every figure):")
+    for r in rows:
+        console.print(f"{r.run.id}: {r.run.command}", soft_wrap=True, highlight=False, markup=False)
+
+
+def validation_markdown(rows: list[Row]) -> str:
+    """The docs tables: one per source, held-out first, with each row's command."""
     out = []
-    for name, rows in groups.items():
-        out += [f"**{rows[0].source}** — mean absolute error {mean_abs_error(rows):.2%}", "",
-                "| case | quantity | published | predicted | error |", "|---|---|---:|---:|---:|"]
-        out += [f"| {r.case} | {r.quantity} | {r.published:,.2f} | {r.predicted:,.2f} | {r.error:+.1%} |" for r in rows]
-        out.append("")
+    for split in ("held_out", "calibration"):
+        for key in dict.fromkeys(r.run.source.key for r in rows if r.run.split == split):
+            part = [r for r in rows if r.run.source.key == key]
+            src = part[0].run.source
+            out += [f"**{src.citation}** ({split.replace('_', '-')}) — {_stats(part)}", "",
+                    "| case | quantity | published | predicted | error | fits |", "|---|---|---:|---:|---:|---|"]
+            out += [f"| {r.case} | {r.quantity} | {r.published:,.2f} | {r.predicted:,.2f} | {r.error:+.1%} | "
+                    f"{_fits(r)} |" for r in part]
+            out.append("")
     return "\n".join(out)
 
 
@@ -159,8 +208,9 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
-def plan_chart(estimates: list[Estimate], path: str | Path) -> Path:
-    """Stacked bars: memory breakdown (GiB, with capacity) and step-time breakdown per layout."""
+def plan_chart(estimates: list[Estimate], path: str | Path, bands: dict[str, float] | None = None) -> Path:
+    """Stacked bars: memory breakdown (GiB, with capacity) and step-time breakdown per layout,
+    with ±1σ error bars on the totals when `bands` (held-out uncertainty) is given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,6 +228,10 @@ def plan_chart(estimates: list[Estimate], path: str | Path) -> Path:
             values = [getter(e)[part] for e in estimates]
             ax.bar(range(len(estimates)), values, bottom=bottoms, label=part.replace("_", " "), color=colors[i % 10])
             bottoms = [b + v for b, v in zip(bottoms, values)]
+        if bands:
+            band = bands["memory" if ax is ax_m else "time"]
+            ax.errorbar(range(len(estimates)), bottoms, yerr=[b * band for b in bottoms], fmt="none",
+                        ecolor="black", capsize=4, label="±1σ (held-out)")
         ax.set_xticks(range(len(estimates)), labels, fontsize=7)
         ax.set_ylabel(unit)
         ax.legend(fontsize=7)

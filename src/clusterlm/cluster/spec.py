@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +54,8 @@ class AcceleratorSpec(Section):
     gemm_efficiency: float | None = Field(default=None, gt=0, le=1)
     memory_efficiency: float | None = Field(default=None, gt=0, le=1)
     attention_efficiency: float | None = Field(default=None, gt=0, le=1)
+    attention_efficiency_fa3: float | None = Field(default=None, gt=0, le=1)
+    gemm_efficiency_fp8: float | None = Field(default=None, gt=0, le=1)
     kernel_overhead_us: float | None = Field(default=None, ge=0)
     gemm_table: list[tuple[float, float]] | None = None
     runtime_overhead_gib: float | None = Field(default=None, ge=0)
@@ -251,7 +254,14 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
 
 def load_spec(name_or_path: str | Path) -> ClusterSpec:
     path = resolve_spec_path(name_or_path)
-    return validate(ClusterSpec, load_yaml(path))
+    return validate(ClusterSpec, _read_yaml(str(path.resolve()), path.stat().st_mtime_ns))
+
+
+@lru_cache(maxsize=64)
+def _read_yaml(path: str, mtime_ns: int) -> dict[str, Any]:
+    """Parsed spec files, cached per path and modification time (validation and `plan` read the
+    same presets dozens of times; YAML parsing dominated their cost)."""
+    return load_yaml(path)
 
 
 def resolve(spec: ClusterSpec) -> Cluster:

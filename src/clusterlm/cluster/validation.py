@@ -1,177 +1,194 @@
-"""Published large runs the planner is validated against (numbers from /shared/REFERENCE.md).
+"""Predicted vs published: the runs in `data/published_runs.yaml`, split into calibration and held-out.
 
-* Korthikanti et al. 2022, Table 5: iteration time of four GPT models on A100-80GB DGX nodes,
-  full recomputation vs sequence parallel + selective recomputation.
-* Korthikanti et al. 2022, Fig. 1: per-GPU memory of the transformer layers on the first
-  pipeline stage (parameters + optimizer state, and activations with and without SP+selective).
-* Narayanan et al. 2021: achieved hardware TFLOP/s per GPU for 175B / 530B / 1T at scale.
-
-What the papers fix and we therefore set (not tuned): fp16 with Megatron's fp32 gradient
-buffers (18 bytes of model state per parameter — Fig. 1's numbers are exactly that), dropout
-0.1, materialised attention scores (no FlashAttention in 2021–22 Megatron), no overlap of
-tensor- or data-parallel communication, micro-batch 1 unless stated. Interleaving: 3 virtual
-stages for 175B and 530B in the 2022 runs and none for 1T (the only values consistent with
-Fig. 1's activation memory; also what Calculon's validation inputs use); no interleaving in the
-2021 runs (their throughput drop with data parallelism is the 1F1B bubble (p−1)/m with
-m = B/d). Hardware: `configs/clusters/dgx-a100-superpod.yaml`, the same for every row.
+Each run is a `clusterlm plan` request (request.py) plus its published figure and citation.
+`rows()` predicts every run through the same path the CLI takes (resolve → estimate → JSON),
+so `command(run)` reproduces its row exactly. Calibration rows (Korthikanti 2022, Narayanan
+2021 — the Megatron-LM A100 runs) may inform constants; held-out rows never do, and their error
+spread is the uncertainty every plan carries (`bands()`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
 
-from clusterlm.cluster.estimator import Estimate, Execution, Workload, estimate
-from clusterlm.cluster.spec import Cluster, load_cluster
-from clusterlm.config.model import ModelConfig
+import yaml
 
-CLUSTER = "dgx-a100-superpod"
-SEQ_LEN = 2048
-VOCAB = 51200
-MODELS = {"22B": "megatron-22B", "175B": "gpt3-175B", "530B": "megatron-530B", "1T": "megatron-1T"}
-# (model, GPUs, t, p, global batch, micro-batch, interleave) and the published seconds.
-KORTHIKANTI_TABLE5 = [
-    # model, gpus, t, p, B, b, v, full recompute s, SP + selective s
-    ("22B", 8, 8, 1, 4, 4, 1, 1.42, 1.10),
-    ("175B", 64, 8, 8, 64, 1, 3, 18.13, 13.75),
-    ("530B", 280, 8, 35, 280, 1, 3, 49.05, 37.83),
-    ("1T", 512, 8, 64, 512, 1, 1, 94.42, 71.49),
-]
-# model → (params + optimizer GiB, activations GiB without recompute, activations GiB SP + selective)
-KORTHIKANTI_FIG1 = {
-    "22B": (45.56, 59.25, 9.56),
-    "175B": (45.56, 66.84, 12.35),
-    "530B": (31.64, 114.02, 23.08),
-    "1T": (32.96, 131.25, 26.56),
+from clusterlm.cluster import request as plan_request
+from clusterlm.cluster.estimator import estimate
+from clusterlm.cluster.planner import to_json
+from clusterlm.cluster.request import PlanRequest
+
+# quantity → (label, kind): "time" grows when the planner is pessimistic, "rate" shrinks, "memory".
+QUANTITIES = {
+    "step_time_s": ("s per step", "time"),
+    "tokens_per_s_per_gpu": ("tokens/s/GPU", "rate"),
+    "model_tflops_per_gpu": ("model TFLOP/s/GPU", "rate"),
+    "hardware_tflops_per_gpu": ("hardware TFLOP/s/GPU", "rate"),
+    "memory_gib": ("GiB per GPU", "memory"),
+    "layer_state_gib": ("GiB (layer state)", "memory"),
+    "layer_activations_gib": ("GiB (layer activations)", "memory"),
 }
-NARAYANAN_2021 = [
-    # model, GPUs, t, p, B, published hardware TFLOP/s per GPU
-    ("175B", 384, 8, 12, 1536, 153.0),
-    ("175B", 768, 8, 12, 1536, 149.0),
-    ("175B", 1536, 8, 12, 1536, 141.0),
-    ("530B", 560, 8, 35, 2240, 171.0),
-    ("530B", 1120, 8, 35, 2240, 167.0),
-    ("530B", 2240, 8, 35, 2240, 159.0),
-    ("1T", 3072, 8, 64, 3072, 163.0),
-]
+SPLITS = ("calibration", "held_out")
 
 
-# Out-of-sample check (never used to choose an efficiency): MosaicML llm-foundry MPT training
-# benchmarks (scripts/train/benchmarking/README.md): PyTorch FSDP (FULL_SHARD), bf16, flash
-# attention, GeLU MLP ×4, no biases, tied embeddings, vocab 50,368.
-# size → (layers, d_model, heads); rows: accelerator, size, seq, GPUs, micro-batch, grad accum,
-# activation checkpointing, published tokens/s per GPU.
-MPT_SHAPES = {"125m": (12, 768, 12), "1b": (24, 2048, 16), "3b": (32, 2560, 20), "7b": (32, 4096, 32),
-              "13b": (40, 5120, 40), "30b": (48, 7168, 64), "70b": (80, 8192, 64)}
-MPT_RUNS = [
-    ("a100-80gb", "125m", 2048, 8, 40, 2, False, 142830),
-    ("a100-80gb", "1b", 2048, 8, 14, 4, False, 20513),
-    ("a100-80gb", "3b", 2048, 8, 10, 2, False, 10811),
-    ("a100-80gb", "7b", 2048, 8, 6, 2, False, 4641),
-    ("a100-80gb", "7b", 8192, 8, 8, 2, True, 3206),
-    ("a100-80gb", "13b", 2048, 8, 2, 3, False, 2262),
-    ("a100-80gb", "13b", 8192, 8, 5, 3, True, 1795),
-    ("a100-80gb", "30b", 2048, 8, 3, 21, True, 916),
-    ("a100-80gb", "70b", 2048, 64, 8, 4, True, 410),
-    ("h100-sxm", "1b", 2048, 8, 14, 1, False, 45455),
-    ("h100-sxm", "7b", 2048, 8, 6, 1, False, 10643),
-    ("h100-sxm", "7b", 8192, 8, 8, 2, True, 6935),
-    ("h100-sxm", "13b", 2048, 8, 2, 1, False, 4792),
-    ("h100-sxm", "30b", 2048, 8, 3, 21, True, 2002),
-    ("h100-sxm", "70b", 2048, 64, 8, 4, True, 1039),
-]
+@dataclass(frozen=True)
+class Source:
+    key: str
+    citation: str
+    org: str
+    year: int
+    hardware: str
+    software: str
+    split: str
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    source: Source
+    case: str
+    quantity: str
+    published: float
+    request: PlanRequest
+    assumed: str = ""
+
+    @property
+    def split(self) -> str:
+        return self.source.split
+
+    @property
+    def kind(self) -> str:
+        return QUANTITIES[self.quantity][1]
+
+    @property
+    def command(self) -> str:
+        return plan_request.command(self.request)
 
 
 @dataclass(frozen=True)
 class Row:
-    source: str  # "Korthikanti 2022 Table 5" etc.
-    case: str
-    quantity: str  # "iteration s" | "TFLOP/s/GPU" | "GiB"
-    published: float
+    run: Run
     predicted: float
+    fits: bool  # the predicted layout fits in accelerator memory (the run did)
 
     @property
     def error(self) -> float:
-        return self.predicted / self.published - 1.0
+        return self.predicted / self.run.published - 1.0
+
+    @property
+    def time_error(self) -> float:
+        """Predicted step time ÷ the published one − 1 (rates inverted): > 0 means pessimistic."""
+        if self.run.kind == "rate":
+            return self.run.published / self.predicted - 1.0
+        return self.error
+
+    # the attributes report.py prints
+    @property
+    def case(self) -> str:
+        return self.run.case
+
+    @property
+    def quantity(self) -> str:
+        return QUANTITIES[self.run.quantity][0]
+
+    @property
+    def published(self) -> float:
+        return self.run.published
+
+    @property
+    def source(self) -> str:
+        return self.run.source.citation
 
 
-def megatron_model(name: str) -> ModelConfig:
-    return ModelConfig(preset=MODELS[name], vocab_size=VOCAB, max_seq_len=SEQ_LEN, dropout=0.1)
+@lru_cache(maxsize=1)
+def load_runs() -> tuple[Run, ...]:
+    """Every run of the package data file, validated (unknown quantities or sources are errors)."""
+    text = files("clusterlm.cluster").joinpath("data/published_runs.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    sources = {key: Source(key=key, **value) for key, value in data["sources"].items()}
+    runs = []
+    for item in data["runs"]:
+        item = dict(item)
+        if item["quantity"] not in QUANTITIES or sources[item["source"]].split not in SPLITS:
+            raise ValueError(f"published run {item['id']}: bad quantity or split")
+        runs.append(Run(id=item["id"], source=sources[item["source"]], case=item["case"], quantity=item["quantity"],
+                        published=float(item["published"]), request=PlanRequest.from_mapping(item["plan"]),
+                        assumed=item.get("assumed", "")))
+    return tuple(runs)
 
 
-def megatron_execution(t: int, p: int, d: int, b: int, v: int, mode: str, year: int = 2022) -> Execution:
-    seqsel = mode == "seqsel"
-    return Execution(tp=t, pp=p, dp=d, micro_batch=b, interleave=v, sequence_parallel=seqsel,
-                     recompute="selective" if seqsel else ("full" if mode == "full" else "none"),
-                     zero=0, precision="fp16", grad_dtype="fp32", attention="eager",
-                     tp_overlap=False, dp_overlap=False, grad_accum_fusion=year >= 2022)
+def predicted_value(quantity: str, plan: dict) -> float:
+    """The figure a `plan --json` payload predicts for a published quantity."""
+    if quantity == "tokens_per_s_per_gpu":
+        return plan["tokens_per_s"] / plan["gpus"]
+    if quantity == "memory_gib":
+        return plan["memory_gib"]["total"]
+    return plan[quantity]
 
 
-def run(name: str, gpus: int, t: int, p: int, batch: int, b: int, v: int, mode: str,
-        cluster: Cluster | None = None, year: int = 2022) -> Estimate:
-    base = cluster or load_cluster(CLUSTER)
-    workload = Workload(model=megatron_model(name), seq_len=SEQ_LEN, global_batch=batch)
-    return estimate(workload, base.scaled(gpus), megatron_execution(t, p, gpus // (t * p), b, v, mode, year))
+def evaluate(run: Run) -> Row:
+    resolved = plan_request.resolve(run.request)
+    est = estimate(resolved.workload, resolved.cluster, resolved.execution)
+    return Row(run=run, predicted=predicted_value(run.quantity, to_json(est)), fits=est.fits)
 
 
-def table5_rows(cluster: Cluster | None = None) -> list[Row]:
-    rows = []
-    for name, gpus, t, p, batch, b, v, full_s, seqsel_s in KORTHIKANTI_TABLE5:
-        for mode, published in (("full", full_s), ("seqsel", seqsel_s)):
-            est = run(name, gpus, t, p, batch, b, v, mode, cluster)
-            label = "full recompute" if mode == "full" else "SP + selective"
-            rows.append(Row("Korthikanti 2022 Table 5", f"{name} {gpus} GPUs, {label}", "iteration s",
-                            published, est.step_time_s))
-    return rows
+@lru_cache(maxsize=1)
+def rows() -> tuple[Row, ...]:
+    return tuple(evaluate(run) for run in load_runs())
 
 
-def fig1_rows(cluster: Cluster | None = None) -> list[Row]:
-    rows = []
-    for name, gpus, t, p, batch, b, v, _, _ in KORTHIKANTI_TABLE5:
-        state_gib, act_none_gib, act_seqsel_gib = KORTHIKANTI_FIG1[name]
-        none = run(name, gpus, t, p, batch, b, v, "none", cluster)
-        seqsel = run(name, gpus, t, p, batch, b, v, "seqsel", cluster)
-        rows += [
-            Row("Korthikanti 2022 Fig. 1", f"{name} params + optimizer", "GiB", state_gib, none.layer_weights_gib),
-            Row("Korthikanti 2022 Fig. 1", f"{name} activations, no recompute", "GiB", act_none_gib,
-                none.layer_activations_gib),
-            Row("Korthikanti 2022 Fig. 1", f"{name} activations, SP + selective", "GiB", act_seqsel_gib,
-                seqsel.layer_activations_gib),
-        ]
-    return rows
+def select(split: str, kind: str | None = None, source: str | None = None) -> list[Row]:
+    """Rows of one split; `kind` "speed" = time and rate rows, or "memory"."""
+    out = [r for r in rows() if r.run.split == split and (source is None or r.run.source.key == source)]
+    if kind == "speed":
+        return [r for r in out if r.run.kind in ("time", "rate")]
+    if kind == "memory":
+        return [r for r in out if r.run.kind == "memory"]
+    return out
 
 
-def narayanan_rows(cluster: Cluster | None = None) -> list[Row]:
-    rows = []
-    for name, gpus, t, p, batch, published in NARAYANAN_2021:
-        est = run(name, gpus, t, p, batch, 1, 1, "full", cluster, year=2021)
-        rows.append(Row("Narayanan 2021", f"{name} {gpus} GPUs (t={t}, p={p}, d={gpus // (t * p)})",
-                        "TFLOP/s/GPU", published, est.hardware_tflops_per_gpu))
-    return rows
+def mean_abs_error(rows_: list[Row]) -> float:
+    return sum(abs(r.error) for r in rows_) / len(rows_)
 
 
-def mpt_rows() -> list[Row]:
-    rows = []
-    for acc, size, seq, gpus, b, accum, ac, published in MPT_RUNS:
-        layers, d, heads = MPT_SHAPES[size]
-        cfg = ModelConfig(style="gpt2", n_layer=layers, d_model=d, n_head=heads, vocab_size=50368, max_seq_len=seq,
-                          bias=False, tie_embeddings=True)
-        cluster = load_cluster("dgx-a100-superpod" if acc == "a100-80gb" else "dgx-h100", gpus)
-        wl = Workload(model=cfg, seq_len=seq, global_batch=b * accum * gpus)
-        est = estimate(wl, cluster, Execution(dp=gpus, zero=3, micro_batch=b, recompute="full" if ac else "none"))
-        rows.append(Row("MosaicML llm-foundry MPT (out of sample)",
-                        f"MPT-{size} seq {seq}, {gpus}×{acc.split('-')[0].upper()}{', AC' if ac else ''}",
-                        "tokens/s/GPU", published, est.tokens_per_s / gpus))
-    return rows
+def max_abs_error(rows_: list[Row]) -> float:
+    return max(abs(r.error) for r in rows_)
 
 
-def mean_abs_error(rows: list[Row]) -> float:
-    return sum(abs(r.error) for r in rows) / len(rows)
+def rms_time_error(rows_: list[Row]) -> float:
+    return math.sqrt(sum(r.time_error**2 for r in rows_) / len(rows_))
 
 
-def all_rows(cluster: Cluster | None = None) -> dict[str, list[Row]]:
-    base = cluster or load_cluster(CLUSTER)
-    return {"table5": table5_rows(base), "fig1": fig1_rows(base), "narayanan": narayanan_rows(base)}
+@lru_cache(maxsize=1)
+def bands() -> dict[str, float]:
+    """±1σ relative uncertainty of a prediction: the RMS of the held-out errors (bias included)."""
+    speed, memory = select("held_out", "speed"), select("held_out", "memory")
+    mem = math.sqrt(sum(r.error**2 for r in memory) / len(memory))
+    return {"time": rms_time_error(speed), "memory": mem}
 
 
-def out_of_sample_rows() -> dict[str, list[Row]]:
-    return {"mpt": mpt_rows()}
+def summary() -> dict[str, dict[str, float]]:
+    """Mean and max |error| (and counts; for speed rows the share predicted to fit) per split and kind,
+    held-out first."""
+    out = {}
+    for split in ("held_out", "calibration"):
+        for kind in ("speed", "memory"):
+            part = select(split, kind)
+            if part:
+                out[f"{split}/{kind}"] = {"n": len(part), "mean_abs_error": mean_abs_error(part),
+                                          "max_abs_error": max_abs_error(part)}
+                if kind == "speed":  # every run ran, so its layout must fit: a memory check
+                    out[f"{split}/{kind}"]["fit"] = sum(r.fits for r in part) / len(part)
+    return out
+
+
+def row_json(row: Row) -> dict:
+    """One row of `plan --validate --json`."""
+    run = row.run
+    return {"id": run.id, "split": run.split, "org": run.source.org, "year": run.source.year,
+            "source": run.source.citation, "hardware": run.source.hardware, "software": run.source.software,
+            "case": run.case, "quantity": run.quantity, "published": run.published, "predicted": row.predicted,
+            "error": row.error, "fits": row.fits, "assumed": run.assumed, "command": run.command}

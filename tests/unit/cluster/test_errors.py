@@ -33,17 +33,19 @@ def test_heads_not_divisible_by_t():
                  Execution(tp=4, dp=2, micro_batch=1))
 
 
-def test_layers_not_divisible_by_p():
+def test_layers_not_divisible_by_p_under_an_even_split():
     with pytest.raises(ConfigError, match=r"layers \(6\) are not divisible by pipeline stages p=4"):
-        estimate(Workload(gpt(n_layer=6), seq_len=128, global_batch=8), CL, Execution(pp=4, dp=2, micro_batch=1))
+        estimate(Workload(gpt(n_layer=6), seq_len=128, global_batch=8), CL,
+                 Execution(pp=4, dp=2, micro_batch=1, pipeline_split="even"))
     with pytest.raises(ConfigError, match=r"p·v=2·4"):
         estimate(Workload(gpt(n_layer=6), seq_len=128, global_batch=8), CL,
-                 Execution(pp=2, interleave=4, dp=4, micro_batch=1))
+                 Execution(pp=2, interleave=4, dp=4, micro_batch=1, pipeline_split="even"))
 
 
-def test_batch_not_divisible_by_d_times_b():
+def test_batch_not_divisible_by_d_times_b_under_exact_rounding():
+    wl = Workload(gpt(n_head=8, n_layer=4), seq_len=128, global_batch=12, batch_rounding="exact")
     with pytest.raises(ConfigError, match=r"global batch \(12\) is not divisible by d·b = 8·1 = 8"):
-        _est(batch=12, dp=8, micro_batch=1)
+        estimate(wl, CL, Execution(dp=8, micro_batch=1))
 
 
 def test_degrees_must_match_the_cluster():

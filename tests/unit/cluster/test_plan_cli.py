@@ -26,6 +26,24 @@ def test_plan_json_for_a_published_layout(capsys):
     assert out["parallel"] == {**out["parallel"], "t": 8, "p": 8, "d": 16}
     assert out["fits"] and 0.3 < out["mfu"] < 0.7
     assert out["days"] == pytest.approx(out["steps"] * out["step_time_s"] / 86400)
+    lo, hi = out["range"]["step_time_s"]  # ±1σ of the held-out errors
+    assert lo < out["step_time_s"] < hi and out["range"]["sigma_time"] > 0
+    assert out["range"]["tokens_per_s"][0] < out["tokens_per_s"] < out["range"]["tokens_per_s"][1]
+
+
+def test_plan_llama3_405b_as_meta_ran_it(capsys):
+    # 126 layers on 16 stages, a batch d·b does not divide: both used to be refused.
+    code, out = _json(capsys, ["plan", "--model", "llama3-405B", "--cluster", "meta-h100-roce", "--gpus", "8192",
+                               "--batch", "2050", "--seq", "8192", "--parallel", "t=8,p=16", "--sequence-parallel",
+                               "--zero", "1", "--tokens", "15.6T", "--json"])
+    assert code in (0, 1) and out["parallel"]["stage_layers"] == [7] + [8] * 14 + [7]
+    assert out["global_batch"] == 2050 and out["effective_global_batch"] == 2048
+    assert out["tokens_per_step"] == 2048 * 8192
+    capsys.readouterr()
+    assert main(["plan", "--model", "llama3-405B", "--cluster", "meta-h100-roce", "--gpus", "8192", "--batch",
+                 "2050", "--seq", "8192", "--parallel", "t=8,p=16"]) in (0, 1)
+    text = capsys.readouterr().out
+    assert "2048 sequences per step" in text and "7,8,8" in text and "±" in text
 
 
 def test_plan_search_json_and_chart(tmp_path, capsys):
@@ -77,9 +95,16 @@ def test_plan_from_a_run_config_uses_its_train_settings(tmp_path, capsys):
     (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--gpus", "64", "--batch", "64",
       "--parallel", "t=8,p=5"], "does not divide"),
     (["--model", "megatron-530B", "--cluster", "dgx-a100-superpod", "--gpus", "256", "--batch", "256",
-      "--parallel", "t=8,p=4,d=8"], "layers (105) are not divisible"),
+      "--parallel", "t=8,p=4,d=8", "--pipeline-split", "even"], "layers (105) are not divisible"),
     (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--gpus", "64", "--batch", "63",
-      "--parallel", "t=8,p=1"], "not divisible by d·b"),
+      "--parallel", "t=8,p=1", "--batch-rounding", "exact"], "not divisible by d·b"),
+    (["--model", "llama3-405B", "--cluster", "dgx-h100", "--gpus", "1024", "--batch", "64",
+      "--parallel", "t=8,p=16", "--stage-layers", "8,8"], "--stage-layers has 2 entries"),
+    (["--model", "llama3-8B", "--cluster", "dgx-a100-superpod", "--gpus", "8", "--batch", "8", "--fp8"],
+     "no FP8 tensor cores"),
+    (["--model", "llama3-8B", "--cluster", "dgx-h100", "--gpus", "8", "--batch", "8", "--dp-shard", "3",
+      "--zero", "3"], "--dp-shard 3 must divide"),
+    (["--cluster", "dgx-h100", "--gpus", "8", "--batch", "8", "train.lr=3"], "plan overrides must set model keys"),
     (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--gpus", "64", "--batch", "64",
       "--parallel", "t=8,p=4,d=4"], "t·p·d = 8·4·4 = 128 but the cluster has 64"),
     (["--model", "gpt3-1T", "--cluster", "dgx-a100-superpod", "--batch", "8"], "unknown model preset"),
@@ -102,8 +127,11 @@ def test_plan_does_not_fit_exits_1(capsys):
 
 def test_plan_validate_json(capsys):
     code, out = _json(capsys, ["plan", "--validate", "--json"])
-    assert code == 0 and set(out) == {"table5", "fig1", "narayanan", "mpt"}
-    assert out["table5"]["mean_abs_error"] < 0.05
+    assert code == 0 and set(out) == {"summary", "bands", "rows"}
+    assert list(out["summary"])[0] == "held_out/speed"  # the headline comes first
+    assert out["summary"]["calibration/speed"]["mean_abs_error"] < 0.05
+    row = out["rows"][0]
+    assert row["command"].startswith("clusterlm plan ") and {"source", "org", "year", "hardware"} <= set(row)
 
 
 def test_cluster_show(tmp_path, capsys):

@@ -5,7 +5,8 @@ import time
 import pytest
 
 from clusterlm.cluster.estimator import Execution, Workload
-from clusterlm.cluster.planner import complete_degrees, parse_parallel, search, to_json
+from clusterlm.cluster.planner import search, to_json
+from clusterlm.cluster.request import complete_degrees, parse_parallel
 from clusterlm.cluster.spec import load_cluster
 from clusterlm.errors import ConfigError
 from clusterlm.config.model import ModelConfig

@@ -36,7 +36,16 @@ def test_topology_diagram(tmp_path):
 
 
 def test_validation_markdown_lists_every_row():
-    groups = validation.all_rows()
-    md = report.validation_markdown(groups)
-    assert md.count("\n| ") == sum(len(rows) for rows in groups.values()) + len(groups) * 0 + sum(
-        1 for _ in groups)  # one header row per group
+    rows = validation.rows()
+    md = report.validation_markdown(list(rows))
+    sources = {r.run.source.key for r in rows}
+    assert md.count("\n| ") == len(rows) + len(sources)  # one header row per source table
+    assert md.index("(held-out)") < md.index("(calibration)")  # held-out first
+
+
+def test_validation_report_prints_every_command():
+    console = Console(record=True, width=400)
+    report.validation_report(console, list(validation.rows()))
+    text = console.export_text()
+    assert text.splitlines()[0].startswith("held-out speed")
+    assert all(r.run.command in text for r in validation.rows())
