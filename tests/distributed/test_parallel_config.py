@@ -17,7 +17,7 @@ from clusterlm.config.model import ModelConfig
 from clusterlm.config.parallel import ParallelConfig, ParallelPlan
 from clusterlm.config.run import RunConfig
 from clusterlm.distributed.comm_stats import ALL_GATHER, ALL_REDUCE, CommRecorder, wire_factor
-from clusterlm.errors import CheckpointError, DistributedError
+from clusterlm.errors import CheckpointError, ConfigError, DistributedError
 from clusterlm.runtime.process import LaunchEnv, join, launch_env, select_backend
 
 
@@ -36,7 +36,6 @@ def test_dp_shard_fills_the_rest_of_the_world():
     (4, dict(dp_shard=2, tp=1), "multiply to 2, but the world size is 4"),
     (6, dict(tp=4), "not divisible by dp_replicate × tp × pp = 4"),
     (4, dict(dp_shard=0), "dp_shard must be ≥ 1, or -1"),
-    (2, dict(pp=2, dp_shard=1), "pipeline parallelism is not supported"),
     (2, dict(grad_compression="bf16"), "use FSDP2; set parallel.fsdp_reduce_dtype=bf16"),
 ])
 def test_invalid_degree_combinations_say_what_to_change(world, degrees, match):
@@ -57,9 +56,35 @@ def test_tensor_parallel_checks_the_model(model, seq_len, match):
 
 def test_rank_coordinates_put_tensor_parallel_innermost():
     d = dims(8, dp_replicate=2, dp_shard=2, tp=2)
-    assert d.coordinates(5) == {"dp_replicate": 1, "dp_shard": 0, "tp": 1}
+    assert d.coordinates(5) == {"pp": 0, "dp_replicate": 1, "dp_shard": 0, "tp": 1}
     # Tensor-parallel peers read the same data; data-parallel ranks read disjoint slices.
     assert [d.dp_rank(r) for r in range(8)] == [0, 0, 1, 1, 2, 2, 3, 3]
+    # Pipeline stages are outermost: stage 1 repeats stage 0's data-parallel ranks.
+    p = dims(8, pp=2, dp_shard=2, tp=2)
+    assert p.coordinates(5) == {"pp": 1, "dp_replicate": 0, "dp_shard": 0, "tp": 1}
+    assert [p.dp_rank(r) for r in range(8)] == [0, 0, 1, 1, 0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("degrees,model,accum,match", [
+    (dict(pp=2), dict(), 2, "cannot share one tensor; set model.tie_embeddings=false"),
+    (dict(pp=2), dict(tie_embeddings=False, style="lstm"), 2, "splits a transformer's layers"),
+    (dict(pp=4), dict(tie_embeddings=False), 2, "1F1B needs at least as many micro-batches as stages: 2 < pp=4"),
+    (dict(pp=2, pp_schedule="interleaved_1f1b"), dict(tie_embeddings=False), 2, "pp_virtual_stages ≥ 2"),
+    (dict(pp=2, pp_stage_layers=[1, 2]), dict(tie_embeddings=False), 2, "sums to 3 layers but the model has 2"),
+])
+def test_pipeline_layouts_are_validated_before_any_process_starts(degrees, model, accum, match):
+    from dataclasses import replace
+
+    plan = replace(ParallelPlan.resolve(ParallelConfig(dp_shard=1, **degrees), degrees["pp"]), grad_accum=accum)
+    with pytest.raises((DistributedError, ConfigError), match=match):
+        plan.check(ModelConfig(**{"n_layer": 2, **model}), seq_len=16)
+
+
+def test_pipeline_split_rule_matches_the_planner():
+    # 126 layers on 16 stages (Llama 3 405B at p=16): one layer fewer on the first and the last stage.
+    plan = ParallelPlan.resolve(ParallelConfig(pp=16, dp_shard=1), 16)
+    assert plan.layers_per_stage(126) == (7,) + (8,) * 14 + (7,)
+    assert ParallelPlan.resolve(ParallelConfig(pp=2, dp_shard=1), 2).layers_per_stage(4) == (2, 2)
 
 
 def test_backend_is_chosen_from_the_device():

@@ -30,7 +30,7 @@ from clusterlm.cluster.compute import (
     output_head_times,
 )
 from clusterlm.cluster.memory import MemoryBreakdown, StateBytes, device_params, memory_breakdown, stage_params
-from clusterlm.cluster.pipeline import StageSplit
+from clusterlm.config.pipeline import StageSplit
 from clusterlm.cluster.spec import Cluster
 from clusterlm.cluster.workload import (  # noqa: F401  (re-exported: the estimator's public inputs)
     ELEM_BYTES,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from clusterlm.cluster.pipeline import parse_stage_layers
+from clusterlm.config.pipeline import parse_stage_layers
 from clusterlm.cluster.spec import Cluster, load_cluster
 from clusterlm.cluster.workload import Execution, Workload
 from clusterlm.config.base import apply_overrides, load_yaml, validate

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from clusterlm.cluster.memory import RECOMPUTE_MODES
-from clusterlm.cluster.pipeline import StageSplit, split_layers
+from clusterlm.config.pipeline import StageSplit, split_layers
 from clusterlm.cluster.spec import Cluster
 from clusterlm.errors import ConfigError
 from clusterlm.config.model import ModelConfig

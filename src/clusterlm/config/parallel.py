@@ -13,14 +13,14 @@ innermost (neighbouring ranks, the fastest links), data parallel outside it, pip
 outermost — the layout of Megatron-LM and torchtitan, and the one `clusterlm.cluster.comms`
 assumes when it prices a plan.
 
-Pipeline stages get whole layers: `pipeline_split` balances them with the embedding and the
-output head counted as one layer each (torchtitan's rule), so 126 layers on 16 stages are
-7, 8, …, 8, 7; `parallel.pp_stage_layers` gives an explicit split instead.
+Pipeline stages get whole layers by the planner's rule (`config/pipeline.py`): an even split
+when the stages divide the layers, otherwise a balanced one with the embedding and the output
+head counted as one layer each, so 126 layers on 16 stages are 7, 8, …, 8, 7;
+`parallel.pp_stage_layers` gives an explicit split instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,38 +28,12 @@ from pydantic import Field
 
 from clusterlm.config.base import Section
 from clusterlm.config.model import ModelConfig
+from clusterlm.config.pipeline import split_layers
 from clusterlm.errors import DistributedError
 
 MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "tp")
 RECOMPUTE_MODES = ("none", "selective", "full")
 PP_SCHEDULES = ("gpipe", "1f1b", "interleaved_1f1b")
-
-
-def pipeline_split(n_layer: int, stages: int, explicit: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Transformer layers per pipeline stage (stages = pp × virtual stages per rank).
-
-    Default rule: the embedding and the output head each cost about one layer, so n_layer + 2
-    units are spread evenly; the first and last stage give one unit to the embedding / head,
-    and units left over go to the middle stages first."""
-    if explicit is not None:
-        split = tuple(int(n) for n in explicit)
-        if len(split) != stages or sum(split) != n_layer or min(split) < 0:
-            raise DistributedError(
-                f"parallel.pp_stage_layers {list(split)} must give {stages} stages (pp × virtual stages) "
-                f"non-negative layer counts summing to model.n_layer = {n_layer}")
-        return split
-    if stages == 1:
-        return (n_layer,)
-    base, extra = divmod(n_layer + 2, stages)
-    units = [base] * stages
-    for i in (list(range(1, stages - 1)) + [0, stages - 1])[:extra]:
-        units[i] += 1
-    units[0] -= 1
-    units[-1] -= 1
-    if min(units) < 0 or n_layer < stages - 2:
-        raise DistributedError(f"model.n_layer = {n_layer} is too few layers for {stages} pipeline stages "
-                               f"(each middle stage needs one); lower parallel.pp or the virtual stages")
-    return tuple(units)
 
 
 class ParallelConfig(Section):
@@ -209,7 +183,7 @@ class ParallelPlan:
         return {"pp": pp_rank, "dp_replicate": replicate_rank, "dp_shard": shard_rank, "tp": tp_rank}
 
     def layers_per_stage(self, n_layer: int) -> tuple[int, ...]:
-        return pipeline_split(n_layer, self.stages, self.stage_layers)
+        return split_layers(n_layer, self.pp, self.interleave, explicit=self.stage_layers).chunks
 
     def dp_rank(self, rank: int) -> int:
         """Position of `rank` among the data-parallel ranks (its loader shard)."""

@@ -8,7 +8,7 @@ import pytest
 
 from clusterlm.cluster import comms
 from clusterlm.cluster.estimator import Execution, Workload, estimate
-from clusterlm.cluster.pipeline import split_layers
+from clusterlm.config.pipeline import split_layers
 from clusterlm.cluster.spec import load_cluster
 from clusterlm.cluster.totals import rampup_phases, run_totals
 from clusterlm.errors import ConfigError

@@ -99,7 +99,7 @@ def test_plan_from_a_run_config_uses_its_train_settings(tmp_path, capsys):
     (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--gpus", "64", "--batch", "63",
       "--parallel", "t=8,p=1", "--batch-rounding", "exact"], "not divisible by d·b"),
     (["--model", "llama3-405B", "--cluster", "dgx-h100", "--gpus", "1024", "--batch", "64",
-      "--parallel", "t=8,p=16", "--stage-layers", "8,8"], "--stage-layers has 2 entries"),
+      "--parallel", "t=8,p=16", "--stage-layers", "8,8"], "stage split (--stage-layers, parallel.pp_stage_layers) has 2 entries"),
     (["--model", "llama3-8B", "--cluster", "dgx-a100-superpod", "--gpus", "8", "--batch", "8", "--fp8"],
      "no FP8 tensor cores"),
     (["--model", "llama3-8B", "--cluster", "dgx-h100", "--gpus", "8", "--batch", "8", "--dp-shard", "3",

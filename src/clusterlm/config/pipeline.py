@@ -79,10 +79,10 @@ def _balanced(n_layer: int, pp: int, interleave: int) -> StageSplit:
 def _explicit(n_layer: int, pp: int, interleave: int, chunks: tuple[int, ...]) -> StageSplit:
     n = pp * interleave
     if len(chunks) != n:
-        raise ConfigError(f"--stage-layers has {len(chunks)} entries but there are p·v = {pp}·{interleave} = "
+        raise ConfigError(f"the stage split (--stage-layers, parallel.pp_stage_layers) has {len(chunks)} entries but there are p·v = {pp}·{interleave} = "
                           f"{n} pipeline stages (one entry per virtual stage, in pipeline order)")
     if sum(chunks) != n_layer:
-        raise ConfigError(f"--stage-layers sums to {sum(chunks)} layers but the model has {n_layer}")
+        raise ConfigError(f"the stage split (--stage-layers, parallel.pp_stage_layers) sums to {sum(chunks)} layers but the model has {n_layer}")
     inner = chunks[1:-1]
     if min(chunks) < 0 or (inner and min(inner) < 1):
         raise ConfigError("--stage-layers entries must be ≥ 1 (only the first and last stage may be 0, "
