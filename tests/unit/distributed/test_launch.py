@@ -67,7 +67,7 @@ def test_srun_launcher_runs_one_task_per_rank_with_preemption_handling():
     slurm_branch = script.split('if [ -n "${SLURM_JOB_ID:-}" ]; then')[1].split("\nelse\n")[0]
     assert "$TORCHRUN" not in slurm_branch and "OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}" in slurm_branch
     plain = sbatch_script(LaunchSpec("run.yaml", requeue=False, signal_lead_s=0))
-    assert "--requeue" not in plain and "--signal" not in plain and "scontrol requeue" not in plain
+    assert "#SBATCH --requeue" not in plain and "#SBATCH --signal" not in plain and "scontrol requeue" not in plain
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
 
 
