@@ -32,6 +32,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 DAEMONS=(munged slurmctld slurmd)
 
 die() { echo "local-slurm: error: $*" >&2; exit 1; }
+abort() { echo "local-slurm: error: $*" >&2; stop_daemons; exit 1; }
 say() { echo "local-slurm: $*"; }
 
 # The pid of a daemon we started, if it is still that daemon (a stale pid file's pid may
@@ -137,14 +138,15 @@ up() {
         (umask 077 && head -c 1024 /dev/urandom >"$DIR/munge.key")
     fi
     write_config
+    # A daemon that fails to start: stop the ones already running, leaving nothing behind.
     munged --socket="$DIR/munge.socket" --key-file="$DIR/munge.key" --pid-file="$DIR/munged.pid" \
         --log-file="$DIR/log/munged.log" --seed-file="$DIR/munged.seed" \
-        || die "munged did not start; see $DIR/log/munged.log"
-    slurmctld -f "$CONF" || die "slurmctld did not start; see $DIR/log/slurmctld.log"
-    slurmd -f "$CONF" || die "slurmd did not start; see $DIR/log/slurmd.log"
+        || abort "munged did not start; see $DIR/log/munged.log"
+    slurmctld -f "$CONF" || abort "slurmctld did not start; see $DIR/log/slurmctld.log"
+    slurmd -f "$CONF" || abort "slurmd did not start; see $DIR/log/slurmd.log"
     if ! wait_for 30 "the node" node_ready; then
         tail -n 5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
-        die "the node did not become idle within 30 s (logs above)"
+        abort "the node did not become idle within 30 s (logs above)"
     fi
     say "up: $(sinfo --noheader --format='partition %P, node %N, %c CPUs, %m MB')"
     echo "export SLURM_CONF=$CONF"

@@ -1,12 +1,14 @@
-"""Stand-ins for Slurm's commands: small executables put first on PATH.
+"""Stand-ins for Slurm's commands (small executables put first on PATH), and the trainer
+tests' tiny dataset and run config.
 
-They let the default suite check the command lines clusterlm runs, its parsing of real
+The stand-ins let the default suite check the command lines clusterlm runs, its parsing of real
 output (recorded from Slurm 22.05) and the batch script's signal handling, with no Slurm
 installed. Each fake appends its arguments to `<dir>/<name>.log`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import textwrap
 from collections.abc import Callable
@@ -40,3 +42,17 @@ def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., P
         return bin_dir
 
     return make
+
+
+def _train_conftest():
+    # The trainer tests build a tiny dataset with the real `prepare_dataset`; reuse it.
+    path = Path(__file__).resolve().parents[1] / "train" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("clusterlm_train_conftest_for_distributed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_train = _train_conftest()
+tiny_data = _train.tiny_data  # fixtures: the dataset, and `tiny_cfg(name, *overrides)` → RunConfig
+tiny_cfg = _train.tiny_cfg
