@@ -20,7 +20,7 @@
 # memory, in one partition `local` (CPU only). auth/munge, proctrack/linuxproc, select/cons_tres
 # (cores and memory are the consumable resources), no accounting database (so `sacct` is off and
 # `clusterlm jobs` reads finished jobs from the controller, which remembers them for 5 minutes).
-# A requeued job waits cred_expire = 10 s before it may start again (Slurm's default is 120 s).
+# A requeued job waits cred_expire = 5 s before it may start again (Slurm's default is 120 s).
 set -euo pipefail
 
 DIR=${CLUSTERLM_SLURM_DIR:-/tmp/clusterlm-slurm}
@@ -86,7 +86,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$DIR/munge.socket,cred_expire=10
+AuthInfo=socket=$DIR/munge.socket,cred_expire=5
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid

@@ -49,10 +49,12 @@ def assert_same_curve(got: dict[int, float], want: dict[int, float]) -> None:
                                torch.tensor([want[s] for s in sorted(want)]), **TOLERANCE)
 
 
-def submit(workdir: Path, data: Path, out: Path, job_name: str) -> str:
-    """`clusterlm launch --slurm --submit` for 2 CPU tasks; the job id it prints."""
-    cmd = [sys.executable, "-m", "clusterlm", "launch", "--slurm", "--submit", "--cpu", "--launcher", "srun",
-           "--gpus-per-node", "2", "--cpus-per-task", "1", "--time", "00:10:00", "--job-name", job_name,
+def submit(workdir: Path, data: Path, out: Path, job_name: str, launcher: str = "srun") -> str:
+    """`clusterlm launch --slurm --submit` for 2 ranks on the CPUs; the job id it prints."""
+    # srun: two tasks of 1 CPU, one per rank; torchrun: one task of 2 CPUs whose agent starts 2 workers.
+    cpus = "1" if launcher == "srun" else "2"
+    cmd = [sys.executable, "-m", "clusterlm", "launch", "--slurm", "--submit", "--cpu", "--launcher", launcher,
+           "--gpus-per-node", "2", "--cpus-per-task", cpus, "--time", "00:10:00", "--job-name", job_name,
            str(workdir / "run.yaml"), *overrides(data, out, "train.micro_batch=4")]
     (workdir / "run.yaml").write_text("{}\n")  # everything is in the overrides
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120,
@@ -84,17 +86,19 @@ def reference(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 def test_two_task_srun_job_trains_like_one_process(slurm_cluster, tiny_data, tmp_path, reference):
+    """`srun clusterlm train`: each task finds its rank and rank 0's node in SLURM_* alone."""
     out = tmp_path / "run"
-    job_id = submit(tmp_path, tiny_data, out, "parity")
+    job_id = submit(tmp_path, tiny_data, out, "parity", "srun")
     job = wait_for(job_id)
     assert job.state == "COMPLETED", log_of(job)[-3000:]
-    assert "parallel     dp_shard=2 on 2 processes" in log_of(job)  # two ranks, found through SLURM_* alone
+    assert "parallel     dp_shard=2 on 2 processes" in log_of(job)
     assert_same_curve(losses(out), reference)
 
 
 def test_warning_signal_checkpoints_requeues_and_finishes(slurm_cluster, tiny_data, tmp_path, reference):
+    """The default launcher, `srun torchrun …` (c10d at the first node), warned before its time limit."""
     out = tmp_path / "run"
-    job_id = submit(tmp_path, tiny_data, out, "preempt")
+    job_id = submit(tmp_path, tiny_data, out, "preempt", "torchrun")
     deadline = time.monotonic() + 120
     while len(losses(out) if (out / "metrics.jsonl").exists() else {}) < 2:  # training is under way
         assert time.monotonic() < deadline and job_info(job_id).state not in FINAL_STATES, "training never started"

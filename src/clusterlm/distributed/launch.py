@@ -200,7 +200,9 @@ def _slurm_branch(spec: LaunchSpec) -> list[str]:
         step = f"srun --nodes={spec.nodes} --ntasks-per-node=1 {agent}"
         setup = ["# The first node of the allocation hosts the c10d rendezvous store.",
                  'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-                 'RDZV_ID="$SLURM_JOB_ID"']
+                 'RDZV_ID="$SLURM_JOB_ID"',
+                 "# On SIGTERM torchrun gives its workers this long to checkpoint before SIGKILL (default 30 s).",
+                 f"export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${{TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-{max(spec.signal_lead_s, 30)}}}"]
     else:
         step = f'srun "$PYTHON" {shell_join(_train_args(spec))}'
         setup = ["# Each task finds its rank and rank 0's node in the Slurm environment (no torchrun).",
