@@ -124,10 +124,11 @@ def test_teardown_leaves_no_daemon(slurm_cluster):
     script = Path(__file__).resolve().parents[2] / "scripts" / "local-slurm.sh"
     subprocess.run(["bash", str(script), "down"], check=True, timeout=120)
     assert not any(psutil.pid_exists(pid) for pid in pids.values())
-    leftovers = []
+    leftovers = []  # a job's slurmstepd, or a daemon of this cluster (a system munged may run too)
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if proc.info["name"] == "slurmstepd" or str(slurm_cluster) in cmdline:
+        name = proc.info["name"]
+        if name == "slurmstepd" or (name in ("munged", "slurmctld", "slurmd") and str(slurm_cluster) in cmdline):
             leftovers.append(f"{proc.pid} {cmdline}")
     assert leftovers == []
     status = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True, timeout=60)
