@@ -202,13 +202,14 @@ def _slurm_branch(spec: LaunchSpec) -> list[str]:
                  'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
                  'RDZV_ID="$SLURM_JOB_ID"',
                  "# On SIGTERM torchrun gives its workers this long to checkpoint before SIGKILL (default 30 s).",
-                 f"export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${{TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-{max(spec.signal_lead_s, 30)}}}"]
+                 "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="
+                 f"${{TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-{max(spec.signal_lead_s, 30)}}}"]
     else:
         step = f'srun "$PYTHON" {shell_join(_train_args(spec))}'
         setup = ["# Each task finds its rank and rank 0's node in the Slurm environment (no torchrun).",
                  "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
     requeue = ['if [ "$stop_signal" = USR1 ] && [ "$status" -ne 0 ]; then',
-               '    echo "clusterlm: stopped with a checkpoint before the time limit; requeueing job $SLURM_JOB_ID" >&2',
+               '    echo "clusterlm: checkpointed before the time limit; requeueing job $SLURM_JOB_ID" >&2',
                '    scontrol requeue "$SLURM_JOB_ID"',
                "fi"] if spec.requeue else []
     return [*setup,
