@@ -111,10 +111,12 @@ def _torchrun() -> str:
 
 def _slurm(args: argparse.Namespace, spec, cfg) -> int:
     from clusterlm.distributed.slurm_submit import measured_step_time_s, write_job
+    from clusterlm.train.metrics import METRICS_FILE, read_metrics
 
     step_time_s, source = args.step_time_s, "--step-time-s"
-    if step_time_s is None:
-        step_time_s, source = measured_step_time_s(cfg.train.out_dir), f"measured in {cfg.train.out_dir}"
+    if step_time_s is None:  # a run that already trained: its own step time
+        records = read_metrics(Path(cfg.train.out_dir) / METRICS_FILE)
+        step_time_s, source = measured_step_time_s(records), f"measured in {cfg.train.out_dir}"
     submit = args.submit or (args.run and shutil.which("sbatch") is not None)
     out = Path(args.out or f"{spec.job_name}.sbatch")
     job = write_job(spec, out, ckpt_every=cfg.train.ckpt_every, step_time_s=step_time_s, step_time_source=source,

@@ -19,6 +19,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from clusterlm.errors import UsageError
+
 DEFAULT_PORT = 29500
 # NCCL settings every multi-node job wants: surface errors instead of hanging, log warnings.
 NCCL_ENV = {
@@ -40,8 +42,6 @@ def parse_time_limit(text: str) -> int:
     """Slurm's --time value → seconds (`90` is 90 minutes, `1-12` is 36 hours)."""
     match = _TIME_RE.fullmatch(text.strip())
     if match is None:
-        from clusterlm.errors import UsageError
-
         raise UsageError(f"time limit must be minutes, HH:MM:SS or D-HH:MM:SS (Slurm's --time), got {text!r}")
     days, hours, mins, secs, first, second, third = (int(g) if g else 0 for g in match.groups())
     if match.group(1) is not None:  # D-HH[:MM[:SS]]
@@ -83,8 +83,6 @@ class LaunchSpec:
     entry: tuple[str, ...] = ("-m", "clusterlm", "train")
 
     def __post_init__(self) -> None:
-        from clusterlm.errors import UsageError
-
         if self.nodes < 1 or self.gpus_per_node < 1:
             raise UsageError(f"--nodes and --gpus-per-node must be ≥ 1, got {self.nodes} and {self.gpus_per_node}")
         if not 0 < self.rdzv_port < 65536:

@@ -29,7 +29,6 @@ from clusterlm.distributed.slurm_client import (
 )
 from clusterlm.errors import OutputExistsError
 from clusterlm.fsio import atomic_write_text
-from clusterlm.train.metrics import METRICS_FILE, read_metrics
 
 _UNLIMITED = ("infinite", "unlimited", "")
 
@@ -61,9 +60,9 @@ def resolve_options(path: str | Path | None, flags: dict[str, Any]) -> dict[str,
     return {**from_file, **{k: v for k, v in flags.items() if v is not None}}
 
 
-def measured_step_time_s(run_dir: str | Path) -> float | None:
-    """Median step time of an existing run (its metrics.jsonl), or None when it has not run yet."""
-    times = [r["step_time_s"] for r in read_metrics(Path(run_dir) / METRICS_FILE)
+def measured_step_time_s(records: list[dict[str, Any]]) -> float | None:
+    """Median step time of a run's `metrics.jsonl` records, or None when it has not trained yet."""
+    times = [r["step_time_s"] for r in records
              if r.get("kind") == "train" and isinstance(r.get("step_time_s"), (int, float))]
     return statistics.median(times) if times else None
 
