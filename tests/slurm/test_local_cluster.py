@@ -5,7 +5,7 @@ trains the parity tests' 2-layer model (tests/distributed/harness.py: global bat
 `srun` tasks on the 2 CPUs (gloo, one task per rank, no torchrun). Its loss curve must match
 one process's on the same global batch, to the distributed tests' tolerance.
 
-Run with `make test-slurm` (about 2 minutes on 2 cores, apt install included).
+Run with `make test-slurm` (2½ minutes on 2 busy shared cores with the apt install; docs/distributed.md).
 """
 
 from __future__ import annotations
