@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Where scripts/local-slurm.sh keeps the local test cluster (config, state, logs, pid files).
+export CLUSTERLM_SLURM_DIR ?= /tmp/clusterlm-slurm
 
-.PHONY: install run test test-all bench clean
+.PHONY: install run test test-all test-slurm bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +31,13 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
+
+## Tests marked `slurm` against a one-node Slurm on this machine (root; installs Debian's
+## slurm-wlm and munge with apt-get if missing), which is torn down afterwards even if they fail.
+test-slurm: $(STAMP)
+	status=0; scripts/local-slurm.sh up && \
+	SLURM_CONF=$(CLUSTERLM_SLURM_DIR)/slurm.conf $(PY) -m pytest -q -m slurm tests/slurm || status=$$?; \
+	scripts/local-slurm.sh down; exit $$status
 
 ## Benchmarks: each prints ratios against a peer measured in the same run.
 bench: $(STAMP)

@@ -39,6 +39,7 @@ VERBS: dict[str, Verb] = {
     "cluster": Verb("cluster", "describe (show) or measure (probe) a cluster's hardware"),
     "plan": Verb("plan", "predict memory, time, energy and cost of a run on a cluster"),
     "launch": Verb("launch", "print or run torchrun / Slurm commands for a config"),
+    "jobs": Verb("jobs", "show Slurm jobs: state, elapsed time, nodes, log tail"),
     "theory": Verb("theory", "worked examples: backprop by hand, the sigmoid classifier"),
     "quickstart": Verb("quickstart", "prepare → train → eval → generate on the default corpus"),
 }

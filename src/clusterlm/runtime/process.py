@@ -21,6 +21,7 @@ from clusterlm.config.parallel import ParallelConfig
 from clusterlm.errors import DistributedError
 from clusterlm.runtime.collectives import Collectives
 from clusterlm.runtime.device import resolve_device
+from clusterlm.runtime.slurm_env import slurm_task
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,16 @@ class LaunchEnv:
     local_rank: int
     local_world_size: int
     restart_count: int  # elastic restarts so far (torchrun --max-restarts)
+    rendezvous: str = "env://"  # torchrun: MASTER_ADDR/PORT; `srun` tasks: tcp://FIRST_NODE:PORT
 
 
 def launch_env(environ: dict[str, str] | None = None) -> LaunchEnv | None:
-    """This worker's place in a torchrun job, or None when not started by torchrun."""
+    """This worker's place in a torchrun job (or an `srun` job step), or None when alone."""
     env = os.environ if environ is None else environ
     if "RANK" not in env or "WORLD_SIZE" not in env:
-        return None
+        task = slurm_task(env)  # `srun clusterlm train`: one Slurm task per rank, no torchrun
+        return None if task is None else LaunchEnv(task.rank, task.world_size, task.local_rank,
+                                                   task.local_world_size, task.restart_count, task.rendezvous_url)
     try:
         rank, world_size = int(env["RANK"]), int(env["WORLD_SIZE"])
         local_rank = int(env.get("LOCAL_RANK", rank))
@@ -103,7 +107,7 @@ def join(parallel: ParallelConfig, device_spec: str = "auto", env: LaunchEnv | N
     backend = select_backend(device, parallel.backend)
     timeout = timedelta(seconds=parallel.timeout_s)
     if not dist.is_initialized():
-        store, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size, timeout=timeout))
+        store, _, _ = next(dist.rendezvous(env.rendezvous, env.rank, env.world_size, timeout=timeout))
         # After an elastic restart the workers reuse the agent's store, where the previous
         # attempt's keys (e.g. gloo peer addresses of dead workers) are still set; a prefix per
         # attempt keeps a restarted job from connecting to its own ghosts.

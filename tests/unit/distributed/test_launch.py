@@ -48,10 +48,27 @@ def test_sbatch_script_contents():
                  "#SBATCH --job-name=llm", "export NCCL_IB_HCA=mlx5", "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1"):
         assert line in script
     assert 'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
-    assert "srun --nodes=2 --ntasks-per-node=1 $TORCHRUN --nnodes=2 --nproc-per-node=4" in script
+    assert 'srun --nodes=2 --ntasks-per-node=1 "$TORCHRUN" --nnodes=2 --nproc-per-node=4' in script
     assert "--rdzv-endpoint=$HEAD_NODE:$PORT" in script and "'configs/run a.yaml'" in script
     assert "#SBATCH --gpus" not in sbatch_script(LaunchSpec("r.yaml", nodes=2, use_gpus=False))
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # valid shell
+
+
+def test_srun_launcher_runs_one_task_per_rank_with_preemption_handling():
+    spec = LaunchSpec("run.yaml", nodes=2, gpus_per_node=4, launcher="srun", qos="high", mem="64G",
+                      python="/opt/venv/bin/python", signal_lead_s=300)
+    script = sbatch_script(spec)
+    for line in ("#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4", "#SBATCH --qos=high",
+                 "#SBATCH --mem=64G", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@300",
+                 "#SBATCH --open-mode=append", 'srun "$PYTHON" -m clusterlm train run.yaml &',
+                 "PYTHON=${PYTHON:-/opt/venv/bin/python}", "trap 'on_signal USR1' USR1",
+                 'scancel --signal=TERM "$SLURM_JOB_ID"', 'scontrol requeue "$SLURM_JOB_ID"'):
+        assert line in script
+    slurm_branch = script.split('if [ -n "${SLURM_JOB_ID:-}" ]; then')[1].split("\nelse\n")[0]
+    assert "$TORCHRUN" not in slurm_branch and "OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}" in slurm_branch
+    plain = sbatch_script(LaunchSpec("run.yaml", requeue=False, signal_lead_s=0))
+    assert "#SBATCH --requeue" not in plain and "#SBATCH --signal" not in plain and "scontrol requeue" not in plain
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
 
 
 def test_shell_join_keeps_variables_and_quotes_the_rest():
@@ -62,6 +79,7 @@ def test_shell_join_keeps_variables_and_quotes_the_rest():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(nodes=0), "must be ≥ 1"), (dict(gpus_per_node=0), "must be ≥ 1"), (dict(rdzv_port=70000), "port"),
     (dict(time_limit="2 days"), "HH:MM:SS"), (dict(max_restarts=-1), "max-restarts"),
+    (dict(launcher="mpirun"), "launcher must be one of"), (dict(env={"A B": "1"}), "shell name"),
 ])
 def test_invalid_launch_specs(kwargs, match):
     with pytest.raises(UsageError, match=match):

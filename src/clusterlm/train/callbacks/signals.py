@@ -17,7 +17,9 @@ from clusterlm.train.callbacks.base import Callback
 if TYPE_CHECKING:
     from clusterlm.train.trainer import Trainer
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGUSR1: a scheduler's warning before a time limit or preemption (Slurm --signal=USR1), should it
+# reach the trainer rather than the batch script (which normally turns it into SIGTERM + requeue).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 class SignalCallback(Callback):
