@@ -109,7 +109,8 @@ def init(spec: dict) -> dict:
     parameters + optimizer state this rank holds."""
     import hashlib
 
-    from clusterlm.checkpoint.state import full_model_state
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     from clusterlm.config.run import load_run_config
     from clusterlm.train.trainer import Trainer
 
@@ -118,7 +119,8 @@ def init(spec: dict) -> dict:
     process = join(cfg.parallel, cfg.train.device)
     trainer = Trainer(cfg, process=process, progress=False)
     trainer.setup()
-    full = full_model_state(trainer.model)
+    # Whole tensors of what this rank's stages hold, on every rank (cpu_offload would give rank 0 only).
+    full = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True))
     digests = {k: hashlib.sha256(v.detach().float().contiguous().numpy().tobytes()).hexdigest()
                for k, v in sorted(full.items())}
     for _ in range(spec.get("steps", 0)):

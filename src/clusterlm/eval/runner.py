@@ -80,16 +80,20 @@ def evaluate_split(
     autocast: Callable[[], ContextManager[Any]] | None = None,
     placement: EvalPlacement | None = None,
 ) -> TokenStats:
-    """Token statistics over `max_batches · batch_size` windows of `split` (None: every window).
+    """Token statistics over `max_batches` batches of `batch_size` windows per data-parallel rank
+    (None: every window of `split`).
 
-    Windows are fixed and non-overlapping (`scored_windows`), so the same weights always score the
-    same, in one process or many; data-parallel rank r of D takes every D-th of them. Every process
+    The windows are fixed and non-overlapping (`scored_windows`) and depend only on the split and
+    the budget `max_batches · batch_size · D` — the global micro-batch, as in training — so runs
+    that train alike (one process with micro-batch 8, or two ranks with 4) score the same windows
+    whatever their layout; data-parallel rank r of D takes every D-th of them. Every process
     runs the same number of batches (short ones are padded), because a sharded model gathers
     weights inside forward. The model is put in eval mode (no dropout) and restored afterwards.
     """
     where = placement or EvalPlacement()
     n_windows = (dataset.num_tokens(split) - 1) // seq_len
-    offsets = scored_windows(n_windows, seq_len, None if max_batches is None else max_batches * batch_size)
+    budget = None if max_batches is None else max_batches * batch_size * where.dp_size
+    offsets = scored_windows(n_windows, seq_len, budget)
     mine = offsets[where.dp_rank :: where.dp_size]
     size = where.batch_size or batch_size
     n_batches = -(-len(mine) // size)
