@@ -19,7 +19,7 @@ from clusterlm.generate.generator import GenerationSettings, generate_ids, gener
 from clusterlm.generate.sampling import SamplingSettings
 from clusterlm.model.build import build_model
 from clusterlm.model.config import ModelConfig
-from clusterlm.serve.completion import first_stop, partial_stop_length
+from clusterlm.generate.text import first_stop, partial_stop_length
 
 PROMPT = "hello world"
 LIMIT = 48  # the test server's --max-new-tokens-limit
@@ -29,7 +29,7 @@ LIMIT = 48  # the test server's --max-new-tokens-limit
 def model(tokenizer):
     # A larger init spreads the logits, so greedy decoding wanders instead of repeating one token.
     cfg = ModelConfig(style="llama", n_layer=2, n_head=4, n_kv_head=2, d_model=32,
-                      vocab_size=tokenizer.get_vocab_size(), max_seq_len=32, init_std=0.2)
+                      vocab_size=tokenizer.get_vocab_size(), max_seq_len=64, init_std=0.2)
     model = build_model(cfg)
     model.init_weights(seed=3)
     return model.eval()
@@ -81,7 +81,7 @@ def test_models_lists_the_one_model_with_its_size(client, model):
     card = body["data"][0]
     assert card["id"] == "tiny" and card["object"] == "model"
     assert card["params"] == sum(p.numel() for p in model.parameters())
-    assert card["max_seq_len"] == 32
+    assert card["max_seq_len"] == 64
 
 
 def test_greedy_completion_is_exactly_generate_text(client, model, tokenizer):
@@ -234,7 +234,7 @@ def test_serve_runs_uvicorn_on_localhost(model, tokenizer, tmp_path):
         assert health.json() == {"status": "ok", "model": "ckpt"}
         # Hang up on a long stream after its first event: the generation must not keep the model
         # locked (that once stalled every later request until garbage collection ran).
-        long_stream = {"prompt": PROMPT, "max_tokens": 1000, "temperature": 0, "stream": True}
+        long_stream = {"prompt": PROMPT, "max_tokens": LIMIT, "temperature": 0, "stream": True}
         with httpx.stream("POST", f"{base}/v1/completions", json=long_stream, timeout=10) as response:
             assert next(response.iter_lines()).startswith("data: ")
         body = httpx.post(f"{base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 8, "temperature": 0},
