@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self.peak_batch = 0  # the most rows one step has decoded (for tests and logs)
         self.submitted = 0
+        self.finished: Counter[str] = Counter()  # sequences ended, by finish reason ("cancelled": freed early)
 
     # --- the HTTP side -------------------------------------------------------------------
 
@@ -115,6 +117,7 @@ class Scheduler:
             elif kind == "cancel" and ticket.sequence is not None and ticket.sequence.finish_reason is None:
                 self.engine.cancel(ticket.sequence)
                 self._tickets.pop(ticket.sequence.id, None)
+                self.finished["cancelled"] += 1
 
     def _step(self) -> None:
         try:
@@ -127,6 +130,7 @@ class Scheduler:
             ticket = self._tickets.get(event.sequence.id)
             if event.finish_reason is not None:
                 self._tickets.pop(event.sequence.id, None)
+                self.finished[event.finish_reason] += 1
             if ticket is not None and not ticket.cancelled:
                 try:
                     ticket.deliver(event)
