@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 from torch import nn
@@ -55,91 +55,104 @@ def create_app(model: nn.Module, tokenizer: Any, *, model_name: str, eos_id: int
                         ("max-body-bytes", max_body_bytes)):
         if value < 1:
             raise UsageError(f"{name} must be ≥ 1, got {value}")
-    scheduler = Scheduler(model, max_batch)
-    limits = Limits(context_limit(model), max_new_tokens_limit, model.config.require_vocab())
-    model_card = {
-        "id": model_name, "object": "model", "created": int(time.time()), "owned_by": "clusterlm",
-        "params": sum(p.numel() for p in model.parameters()),
-        "max_seq_len": limits.context,  # None: a recurrent model, no window
-    }
+    endpoints = Endpoints(model, tokenizer, model_name, eos_id, max_new_tokens_limit, max_batch, max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        scheduler.start()
+        endpoints.scheduler.start()
         yield
-        scheduler.stop()
+        endpoints.scheduler.stop()
 
     app = FastAPI(title="clusterlm", version=__version__, lifespan=lifespan)
-    app.state.scheduler = scheduler
+    app.state.scheduler = endpoints.scheduler
     install_error_handlers(app)
     if api_key:
         app.add_middleware(BearerAuth, api_key=api_key)
+    app.add_api_route("/health", endpoints.health, methods=["GET"])
+    app.add_api_route("/v1/models", endpoints.models, methods=["GET"])
+    app.add_api_route("/v1/models/{name:path}", endpoints.model_info, methods=["GET"])
+    app.add_api_route("/v1/completions", endpoints.completions, methods=["POST"], response_model=None)
+    app.add_api_route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"], response_model=None)
+    return app
 
-    def check_model(name: str | None) -> None:
-        if name is not None and name != model_name:
-            raise ApiError(404, f"the model '{name}' does not exist; this server serves '{model_name}'",
+
+class Endpoints:
+    """The routes' handlers, sharing one model, tokenizer and scheduler."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, model_name: str, eos_id: int | None,
+                 max_new_tokens_limit: int, max_batch: int, max_body_bytes: int):
+        self.tokenizer, self.model_name, self.eos_id, self.max_body_bytes = tokenizer, model_name, eos_id, max_body_bytes
+        self.scheduler = Scheduler(model, max_batch)
+        self.limits = Limits(context_limit(model), max_new_tokens_limit, model.config.require_vocab())
+        self.model_card = {
+            "id": model_name, "object": "model", "created": int(time.time()), "owned_by": "clusterlm",
+            "params": sum(p.numel() for p in model.parameters()),
+            "max_seq_len": self.limits.context,  # None: a recurrent model, no window
+        }
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise ApiError(404, f"the model '{name}' does not exist; this server serves '{self.model_name}'",
                            param="model", code="model_not_found")
 
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "model": model_name}
+    def health(self) -> dict[str, str]:
+        return {"status": "ok", "model": self.model_name}
 
-    @app.get("/v1/models")
-    def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card]}
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [self.model_card]}
 
-    @app.get("/v1/models/{name:path}")
-    def model_info(name: str) -> dict[str, Any]:
-        check_model(name)
-        return model_card
+    def model_info(self, name: str) -> dict[str, Any]:
+        self.check_model(name)
+        return self.model_card
 
-    def encode(texts: Sequence[str]) -> list[list[int]]:
-        return [tokenizer.encode(text).ids for text in texts]
+    async def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids, computed in the thread pool (a 1 MB prompt takes a while)."""
+        return await run_in_threadpool(lambda: [self.tokenizer.encode(text).ids for text in texts])
 
-    @app.post("/v1/completions", response_model=None)
-    async def completions(request: Request) -> Response:
-        body = parse(await read_body(request, max_body_bytes), CompletionRequest)
-        check_model(body.model)
+    async def completions(self, request: Request) -> Response:
+        body = parse(await read_body(request, self.max_body_bytes), CompletionRequest)
+        self.check_model(body.model)
         prompt = body.prompt
         if isinstance(prompt, str) or (prompt and isinstance(prompt[0], str)):
-            texts = [prompt] if isinstance(prompt, str) else prompt
-            prompts = await run_in_threadpool(encode, texts)
+            prompts = await self.encode([prompt] if isinstance(prompt, str) else prompt)
         else:  # token ids: one list, or a list of lists
             prompts = [prompt] if not prompt or isinstance(prompt[0], int) else prompt
         if len(prompts) * body.n > MAX_CHOICES:
             raise ApiError(400, f"at most {MAX_CHOICES} choices per request (prompts × n), "
                                 f"got {len(prompts)} × {body.n}", param="n")
         for p in prompts:
-            check_prompt(p, limits)
-        max_tokens = [resolve_max_tokens(body.max_tokens, len(p), limits, DEFAULT_COMPLETION_TOKENS)
+            check_prompt(p, self.limits)
+        max_tokens = [resolve_max_tokens(body.max_tokens, len(p), self.limits, DEFAULT_COMPLETION_TOKENS)
                       for p in prompts]
-        choices = prepare_choices(prompts, body, max_tokens, eos_id, tokenizer, body.stop)
-        fmt = ResponseFormat(chat=False, model_name=model_name, tokenizer=tokenizer, logprobs=body.logprobs is not None)
-        return await respond(request, body, choices, fmt, body.logprobs)
+        choices = prepare_choices(prompts, body, max_tokens, self.eos_id, self.tokenizer, body.stop)
+        fmt = ResponseFormat(chat=False, model_name=self.model_name, tokenizer=self.tokenizer,
+                             logprobs=body.logprobs is not None)
+        return await self.respond(request, body, choices, fmt, body.logprobs)
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: Request) -> Response:
-        body = parse(await read_body(request, max_body_bytes), ChatCompletionRequest)
-        check_model(body.model)
+    async def chat_completions(self, request: Request) -> Response:
+        body = parse(await read_body(request, self.max_body_bytes), ChatCompletionRequest)
+        self.check_model(body.model)
         try:
             text = render_chat([{"role": m.role, "content": m.text()} for m in body.messages])
         except ValueError as exc:  # an unknown role
             raise ApiError(400, f"messages: {exc}", param="messages") from None
-        (prompt_ids,) = await run_in_threadpool(encode, [text])
-        check_prompt(prompt_ids, limits, param="messages")
+        (prompt_ids,) = await self.encode([text])
+        check_prompt(prompt_ids, self.limits, param="messages")
         asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        max_tokens = resolve_max_tokens(asked, len(prompt_ids), limits, default=None)
-        choices = prepare_choices([prompt_ids], body, [max_tokens], eos_id, tokenizer, [*body.stop, *REPLY_STOPS])
-        fmt = ResponseFormat(chat=True, model_name=model_name, tokenizer=tokenizer, logprobs=body.logprobs)
-        return await respond(request, body, choices, fmt, (body.top_logprobs or 0) if body.logprobs else None)
+        max_tokens = resolve_max_tokens(asked, len(prompt_ids), self.limits, default=None)
+        choices = prepare_choices([prompt_ids], body, [max_tokens], self.eos_id, self.tokenizer,
+                                  [*body.stop, *REPLY_STOPS])
+        fmt = ResponseFormat(chat=True, model_name=self.model_name, tokenizer=self.tokenizer, logprobs=body.logprobs)
+        return await self.respond(request, body, choices, fmt, (body.top_logprobs or 0) if body.logprobs else None)
 
-    async def respond(request: Request, body: Any, choices: list[Choice], fmt: ResponseFormat,
+    async def respond(self, request: Request, body: Any, choices: list[Choice], fmt: ResponseFormat,
                       top_logprobs: int | None) -> Response:
-        deltas = stream_choices(scheduler, choices, top_logprobs)
+        """Run the choices; answer with a stream of events, or with one JSON body once all are done."""
+        deltas = stream_choices(self.scheduler, choices, top_logprobs)
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             return ReleasingStream(events(fmt, deltas, choices, include_usage),
-                                   release=lambda: release(scheduler, choices))
+                                   release=lambda: release(self.scheduler, choices))
         texts: dict[int, str] = {}
         logprobs: dict[int, list] = {}
 
@@ -155,9 +168,7 @@ def create_app(model: nn.Module, tokenizer: Any, *, model_name: str, eos_id: int
             raise internal_error(exc) from None
         if not finished:  # the client hung up; its slots are already free
             return Response(status_code=499)
-        return fmt.whole(choices, texts, logprobs)
-
-    return app
+        return JSONResponse(fmt.whole(choices, texts, logprobs))
 
 
 async def events(fmt: ResponseFormat, deltas: AsyncIterator[Any], choices: list[Choice],
