@@ -2,21 +2,22 @@
 
 One small GPT-2-style model (random weights, seeded; a BPE tokenizer trained on this Python's
 standard library) is saved as a checkpoint and served twice by `clusterlm serve` on this
-machine (both up at once; each level is measured on one, then the other, so a change in the
-machine's load hits both alike):
+machine, both up at once (an idle server costs nothing):
 
   batching on    --max-batch 16   (continuous batching over the shared decode loop)
   batching off   --max-batch 1    (the same server and code, one request at a time)
 
-For 1, 4 and 16 concurrent clients, each client sends `--requests` non-streaming
-`/v1/completions` requests one after another (distinct prompts, greedy, `max_tokens` new
-tokens). Reported per level: requests/s and output tokens/s (summed `usage.completion_tokens`
-over wall time), p50/p95 request latency, and the server's CPU seconds for the level (its
-output tokens per CPU-second is the figure least disturbed by other processes on a shared
+For 1, 4 and 16 concurrent clients, rounds of non-streaming `/v1/completions` requests: in
+each round every client sends one request at once (distinct prompts, greedy, `--max-tokens` new
+tokens), to one server and then the same to the other, so a change in the machine's load hits
+both alike. A level has at least `--rounds` rounds and `--min-requests` requests (so the 1-client
+p95 is not just the slowest of four). Reported per level: requests/s and output tokens/s (summed
+`usage.completion_tokens` over wall time), p50/p95 request latency, and the server's CPU seconds
+(its output tokens per CPU-second is the figure least disturbed by other processes on a shared
 machine). Both servers must return the same text for every prompt (greedy decoding; batching
 must not change a request's output).
 
-    .venv/bin/python benchmarks/serve.py [--max-tokens 64] [--requests 4] [--threads 1]
+    .venv/bin/python benchmarks/serve.py [--max-tokens 64] [--rounds 4] [--min-requests 20] [--threads 1]
 Targets (issue 13): output tokens/s at 16 clients ≥ 3× batching off; p95 latency at 1 client
 ≤ 1.1× batching off.
 """
@@ -79,39 +80,46 @@ def start_server(ckpt: Path, port: int, max_batch: int, threads: int, log: Path)
             time.sleep(0.2)
 
 
-def run_level(base: str, prompts: list[str], clients: int, requests: int, max_tokens: int) -> dict:
-    """`clients` threads, each sending `requests` requests back to back; returns the level's figures."""
-    latencies_s: list[float] = []
-    tokens, texts = [0], {}
-    lock = threading.Lock()
-    start = threading.Barrier(clients + 1)
+class Level:
+    """One concurrency level against one server: its figures, accumulated over rounds."""
 
-    def client(c: int) -> None:
-        with httpx.Client(base_url=base, timeout=600) as http:
+    def __init__(self, base: str, clients: int):
+        self.http = [httpx.Client(base_url=base, timeout=600) for _ in range(clients)]
+        self.latencies_s: list[float] = []
+        self.tokens, self.wall_s, self.cpu_s = 0, 0.0, 0.0
+        self.texts: dict[str, str] = {}
+
+    def round(self, prompts: list[str], max_tokens: int) -> None:
+        """Every client sends one request (a distinct prompt each), all at once."""
+        lock, start = threading.Lock(), threading.Barrier(len(self.http) + 1)
+
+        def client(http: httpx.Client, prompt: str) -> None:
             start.wait()
-            for r in range(requests):
-                prompt = prompts[(c * requests + r) % len(prompts)]
-                began = time.perf_counter()
-                body = http.post("/v1/completions", json={"prompt": prompt, "max_tokens": max_tokens,
-                                                          "temperature": 0}).json()
-                elapsed = time.perf_counter() - began
-                with lock:
-                    latencies_s.append(elapsed)
-                    tokens[0] += body["usage"]["completion_tokens"]
-                    texts[prompt] = body["choices"][0]["text"]
+            began = time.perf_counter()
+            body = http.post("/v1/completions", json={"prompt": prompt, "max_tokens": max_tokens,
+                                                      "temperature": 0}).json()
+            elapsed = time.perf_counter() - began
+            with lock:
+                self.latencies_s.append(elapsed)
+                self.tokens += body["usage"]["completion_tokens"]
+                self.texts[prompt] = body["choices"][0]["text"]
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    start.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall_s = time.perf_counter() - began
-    latencies_s.sort()
-    return {"rps": len(latencies_s) / wall_s, "tok_s": tokens[0] / wall_s, "texts": texts, "wall_s": wall_s,
-            "p50": statistics.median(latencies_s), "p95": latencies_s[min(len(latencies_s) - 1,
-                                                                          round(0.95 * (len(latencies_s) - 1)))]}
+        threads = [threading.Thread(target=client, args=(http, p)) for http, p in zip(self.http, prompts)]
+        for t in threads:
+            t.start()
+        start.wait()
+        began = time.perf_counter()
+        for t in threads:
+            t.join()
+        self.wall_s += time.perf_counter() - began
+
+    def figures(self) -> dict:
+        for http in self.http:
+            http.close()
+        lat = sorted(self.latencies_s)
+        return {"rps": len(lat) / self.wall_s, "tok_s": self.tokens / self.wall_s, "tok_cpu_s": self.tokens / self.cpu_s,
+                "p50": statistics.median(lat), "p95": lat[round(0.95 * (len(lat) - 1))], "cpu_s": self.cpu_s,
+                "texts": self.texts, "n": len(lat)}
 
 
 def cpu_s(server: subprocess.Popen) -> float:
@@ -123,8 +131,8 @@ def cpu_s(server: subprocess.Popen) -> float:
 
 
 def measure(ckpt: Path, prompts: list[str], args: argparse.Namespace, out: Path) -> dict[str, dict[int, dict]]:
-    """Both servers up at once (an idle one costs nothing); levels interleaved on, off, on, off, …
-    so that a change in the machine's load hits both alike."""
+    """Both servers up at once (an idle one costs nothing); every round runs on one, then on the
+    other, so a change in the machine's load hits both alike."""
     from clusterlm.serve.server import check_can_listen
 
     servers = {}
@@ -134,13 +142,19 @@ def measure(ckpt: Path, prompts: list[str], args: argparse.Namespace, out: Path)
             servers[name] = (start_server(ckpt, args.port + i, max_batch, args.threads, out / f"{name}.log"),
                              f"http://127.0.0.1:{args.port + i}")
         results: dict[str, dict[int, dict]] = {"on": {}, "off": {}}
-        for name, (_, base) in servers.items():
-            run_level(base, prompts, 2, 1, 8)  # warm-up (first allocations, lazy imports)
+        for server, base in servers.values():  # warm-up (first allocations, lazy imports)
+            Level(base, 2).round(prompts[-2:], 8)
         for n in LEVELS:
-            for name, (server, base) in servers.items():
-                before = cpu_s(server)
-                results[name][n] = run_level(base, prompts, n, args.requests, args.max_tokens)
-                results[name][n]["cpu_s"] = cpu_s(server) - before
+            levels = {name: Level(base, n) for name, (_, base) in servers.items()}
+            rounds = max(args.rounds, -(-args.min_requests // n))  # enough requests for a p95
+            for r in range(rounds):
+                batch = [prompts[(r * n + c) % len(prompts)] for c in range(n)]
+                for name, (server, _) in servers.items():
+                    before = cpu_s(server)
+                    levels[name].round(batch, args.max_tokens)
+                    levels[name].cpu_s += cpu_s(server) - before
+            for name in servers:
+                results[name][n] = levels[name].figures()
         return results
     finally:
         for server, _ in servers.values():
@@ -156,7 +170,9 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
-    parser.add_argument("--requests", type=int, default=4, help="requests per client at each level")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per level: every client sends one request")
+    parser.add_argument("--min-requests", type=int, default=20,
+                        help="more rounds at low concurrency, so each level has at least this many requests")
     parser.add_argument("--threads", type=int, default=1, help="the server's torch threads (OMP_NUM_THREADS)")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
@@ -166,7 +182,8 @@ def main() -> None:
         prompts = build_checkpoint(out, args)
         print(f"model: gpt2 style, L={args.layers} d={args.d_model} heads={args.heads} vocab={args.vocab} "
               f"context={args.context}, random weights; {args.max_tokens} new tokens per request (greedy, "
-              f"non-streaming), {args.requests} requests per client; server: {args.threads} torch thread(s), "
+              f"non-streaming), ≥ {args.rounds} rounds of one request per client and ≥ {args.min_requests} requests per "
+              f"level; server: {args.threads} torch thread(s), "
               f"{os.cpu_count()} CPUs on this machine")
         results = measure(out / "ckpt", prompts, args, out)
     on, off = results["on"], results["off"]
@@ -176,9 +193,8 @@ def main() -> None:
     print("-" * 88)
     for n in LEVELS:
         for name, res in (("on", on[n]), ("off", off[n])):
-            tokens = res["tok_s"] * res["wall_s"]
             print(f"{n:>7} | {name:>8} | {res['rps']:6.2f} | {res['tok_s']:9.1f} | {res['p50']:6.3f} | "
-                  f"{res['p95']:6.3f} | {res['cpu_s']:12.1f} | {tokens / res['cpu_s']:9.1f}")
+                  f"{res['p95']:6.3f} | {res['cpu_s']:12.1f} | {res['tok_cpu_s']:9.1f}")
     same = all(on[n]["texts"] == off[n]["texts"] for n in LEVELS)
     print(f"\nsame text with batching on and off for every prompt: {'yes' if same else 'NO'}")
     speedup = on[16]["tok_s"] / off[16]["tok_s"]
@@ -188,9 +204,9 @@ def main() -> None:
     print(f"p95 latency at 1 client, on / off = {p95_ratio:.2f}× (target ≤ 1.1×) "
           f"{'PASS' if p95_ratio <= 1.1 else 'ABOVE TARGET'}")
     for n in LEVELS:
-        per_cpu = [r[n]["tok_s"] * r[n]["wall_s"] / r[n]["cpu_s"] for r in (on, off)]
-        print(f"{n:>2} clients: output tokens/s on / off = {on[n]['tok_s'] / off[n]['tok_s']:.2f}×, "
-              f"per server CPU-second {per_cpu[0] / per_cpu[1]:.2f}×")
+        print(f"{n:>2} clients ({on[n]['n']} requests): output tokens/s on / off = "
+              f"{on[n]['tok_s'] / off[n]['tok_s']:.2f}×, per server CPU-second "
+              f"{on[n]['tok_cpu_s'] / off[n]['tok_cpu_s']:.2f}×, p95 {on[n]['p95'] / off[n]['p95']:.2f}×")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ class Scheduler:
 
     def submit(self, prompt_ids: Sequence[int], settings: GenerationSettings, top_logprobs: int | None,
                deliver: Callable[[TokenEvent], None]) -> Ticket:
+        if self._thread is None:  # an app run without its lifespan (some test clients, some servers)
+            self.start()
         ticket = Ticket(prompt_ids, settings, top_logprobs, deliver)
         self.submitted += 1
         self._inbox.put(("add", ticket))
