@@ -92,7 +92,7 @@ class Sequence:
 class TokenEvent:
     """What one step produced for one sequence."""
 
-    sequence: Sequence
+    sequence: Sequence | None  # None only for a sequence that could not start (with `error`)
     token_id: int | None  # None: finished without a new token (end of text, error)
     finish_reason: str | None = None  # set on the sequence's last event
     logprob: float | None = None  # log-probability of token_id under the model (temperature 1)

@@ -130,7 +130,8 @@ async def stream_choices(scheduler: Scheduler, choices: list[Choice],
             delta = _apply(choice, event)
             if choice.finish_reason is not None:
                 unfinished -= 1
-                scheduler.cancel(choice.ticket)  # a no-op unless it ended at a stop string
+                if choice.text.stopped:  # ended here, at a stop string: free its row at once
+                    scheduler.cancel(choice.ticket)
             if delta.text or delta.finish_reason:
                 yield delta
     finally:

@@ -114,7 +114,12 @@ class Scheduler:
             if kind == "stop":
                 return False
             if kind == "add" and not ticket.cancelled:
-                ticket.sequence = self.engine.add(ticket.prompt_ids, ticket.settings, ticket.top_logprobs)
+                try:
+                    ticket.sequence = self.engine.add(ticket.prompt_ids, ticket.settings, ticket.top_logprobs)
+                except Exception as exc:  # noqa: BLE001 — the request was checked; still, never leave it hanging
+                    log.exception("could not start a sequence")
+                    ticket.deliver(TokenEvent(None, None, "error", error=exc))
+                    continue
                 self._tickets[ticket.sequence.id] = ticket
             elif kind == "cancel" and ticket.sequence is not None and ticket.sequence.finish_reason is None:
                 self.engine.cancel(ticket.sequence)

@@ -7,16 +7,16 @@ import threading
 import time
 
 import httpx
+import openai
 import pytest
 
 from clusterlm.data.chat import REPLY_STOPS, render_chat
 from clusterlm.data.tokenizer import EOS_TOKEN
-from clusterlm.generate.generator import GenerationSettings, TextStream, generate_ids
+from clusterlm.generate.generator import GenerationSettings, TextStream
 from clusterlm.generate.sampling import SamplingSettings
 
 from serve_harness import API_KEY
 
-openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.timeout(60)
 GREEDY = SamplingSettings(temperature=0.0)
 

@@ -229,6 +229,18 @@ def test_a_recurrent_checkpoint_is_served_with_batching(tokenizer):
     assert app.state.scheduler.peak_batch == 3  # the three prompts were decoded together
 
 
+def test_chat_prompt_is_the_data_chat_template(client, tokenizer):
+    from clusterlm.data.chat import render_chat
+
+    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": [
+        {"type": "text", "text": "hello "}, {"type": "text", "text": "model"}]}]
+    body = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 3, "temperature": 0}).json()
+    # "developer" is OpenAI's newer name for "system"; text parts are joined
+    expected = render_chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello model"}])
+    assert body["usage"]["prompt_tokens"] == len(tokenizer.encode(expected).ids)
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
+
+
 def test_stop_helpers():
     assert first_stop("abcdef", ["de", "bc"]) == 1 and first_stop("abc", ["x"]) == -1
     assert partial_stop_length("hello wo", ["world"]) == 2
