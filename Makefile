@@ -20,12 +20,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/clusterlm quickstart
 
-## Default test suite (excludes tests marked slow).
+## Default test suite (excludes tests marked slow), after the layering contracts (pyproject.toml).
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -m "not slow"
 
 ## Everything, slow tests included.
 test-all: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 ## Benchmarks: each prints ratios against a peer measured in the same run.

@@ -48,26 +48,28 @@ def worker(spec: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from clusterlm.config.parallel import ParallelConfig
+    from clusterlm.config.model import ModelConfig
+    from clusterlm.config.parallel import ParallelConfig, ParallelPlan
     from clusterlm.config.train import TrainConfig
-    from clusterlm.distributed.env import init_world, shutdown
+    from clusterlm.distributed.comm_stats import CommRecorder
+    from clusterlm.distributed.parallelize import parallelize
     from clusterlm.model.build import build_model
-    from clusterlm.model.config import ModelConfig
+    from clusterlm.runtime.mesh import make_layout
+    from clusterlm.runtime.process import join, shutdown
     from clusterlm.train.optim import build_optimizer
-    from clusterlm.train.setup import ModelHandles
 
     torch.set_num_threads(spec["threads"])
     cfg = ModelConfig(**spec["model"])
     tcfg = TrainConfig(lr=1e-3, warmup_steps=0, precision="fp32", seq_len=spec["seq_len"])
-    world = init_world(ParallelConfig(**{"timeout_s": 120, **spec["parallel"]}), "cpu")
+    pcfg = ParallelConfig(**{"timeout_s": 120, **spec["parallel"]})
+    process = join(pcfg, "cpu")
     torch.manual_seed(0)
     model = build_model(cfg)
-    if world is not None:
-        par = world.parallelize(model, tcfg)
-        handles = ModelHandles(model, par.train_module, par)
-        dp_rank, dp_size = world.dp_rank, world.dp_world_size
-    else:
-        handles, dp_rank, dp_size = ModelHandles(model, model), 0, 1
+    layout = make_layout(ParallelPlan.resolve(pcfg, process.world_size), process.rank, process.world_size, "cpu")
+    recorder = CommRecorder() if process.distributed and pcfg.comm_stats else None
+    par = parallelize(model, layout, pcfg, process.device, recorder=recorder)
+    dp_rank, dp_size = layout.dp_rank, layout.dp_size
+    collectives = process.collectives
     optimizer = build_optimizer(model, tcfg)
     B, T = spec["global_batch"], spec["seq_len"]
     g = torch.Generator().manual_seed(1)
@@ -75,27 +77,23 @@ def worker(spec: dict) -> dict:
     x, y = data[:, :-1], data[:, 1:]
     times, comm = [], []
     for step in range(spec["warmup"] + spec["steps"]):
-        if world is not None:
-            world.barrier()
-            if world.comm is not None:
-                world.comm.take()  # drop anything from before this step
+        collectives.barrier()
+        if recorder is not None:
+            recorder.take()  # drop anything from before this step
         t0 = time.perf_counter()
-        with handles.micro_step(sync=True):
-            loss = F.cross_entropy(handles.train_module(x).flatten(0, 1), y.flatten())
+        with par.micro_step(model, sync=True):
+            loss = F.cross_entropy(par.train_module(x).flatten(0, 1), y.flatten())
             loss.backward()
-        handles.clip_grad_norm(1.0)
+        par.clip_grad_norm(model, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        step_s = time.perf_counter() - t0
-        if world is not None:
-            step_s = world.reduce_max(step_s)
+        step_s = collectives.reduce_max(time.perf_counter() - t0)
         if step >= spec["warmup"]:
             times.append(step_s)
-            if world is not None and world.comm is not None:
-                c = world.comm.take()
+            if recorder is not None:
+                c = recorder.take()
                 comm.append({"time_s": c.comm_time_s, "wire_bytes": c.wire_bytes, "bytes": c.bytes})
-    if world is not None:
-        shutdown()
+    shutdown()
     return {"step_s": statistics.median(times), "comm": comm, "times": times}
 
 
@@ -133,7 +131,7 @@ def run_config(spec: dict, timeout_s: float = 600) -> dict:
 def planner_bytes(spec: dict, kind: str) -> float:
     """Bytes per rank per step from the planner's formula (ring algorithms)."""
     from clusterlm.cluster.estimator import Execution, Workload, comm_bytes_per_step
-    from clusterlm.model.config import ModelConfig
+    from clusterlm.config.model import ModelConfig
 
     cfg = ModelConfig(**spec["model"])
     n = spec["nprocs"]

@@ -52,9 +52,9 @@ def main() -> None:
     from clusterlm.generate.generator import GenerationSettings, generate_ids
     from clusterlm.generate.sampling import SamplingSettings
     from clusterlm.model.build import build_model
-    from clusterlm.model.config import ModelConfig
+    from clusterlm.config.model import ModelConfig
     from clusterlm.model.flops import param_count
-    from clusterlm.model.hf import to_transformers
+    from clusterlm.checkpoint.hf import to_transformers
 
     cfg = ModelConfig(style="gpt2", n_layer=args.layers, n_head=args.heads, d_model=args.d_model,
                       vocab_size=args.vocab, max_seq_len=args.context)

@@ -28,6 +28,7 @@ from clusterlm.config.data import DataConfig
 from clusterlm.config.run import load_run_config
 from clusterlm.data.prepare import prepare_dataset
 from clusterlm.model.flops import flops_per_token, param_count
+from clusterlm.runtime.host import keep_freed_host_memory
 from clusterlm.train.trainer import Trainer
 
 TARGET_MFU = 0.80
@@ -96,6 +97,7 @@ def main() -> int:
                         help="wall time (default) or process CPU time / threads (use with --threads 1 "
                              "on a machine other processes are loading)")
     args = parser.parse_args()
+    keep_freed_host_memory()  # what `clusterlm train` does at its entry point (runtime/host.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     clock = Clock(args.clock, torch.get_num_threads())

@@ -46,8 +46,8 @@ def build_checkpoint(out: Path, args: argparse.Namespace) -> list[str]:
 
     from clusterlm.data.tokenizer import train_tokenizer
     from clusterlm.model.build import build_model
-    from clusterlm.model.config import ModelConfig
-    from clusterlm.model.serialization import save_model_dir
+    from clusterlm.config.model import ModelConfig
+    from clusterlm.checkpoint.formats import save_model_dir
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts = [p.read_text(errors="replace") for p in sorted(stdlib.glob("*.py"))[:60]]

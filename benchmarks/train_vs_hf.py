@@ -52,9 +52,9 @@ def main() -> None:
 
     from clusterlm.config.train import TrainConfig
     from clusterlm.model.build import build_model
-    from clusterlm.model.config import ModelConfig
+    from clusterlm.config.model import ModelConfig
     from clusterlm.model.flops import param_count
-    from clusterlm.model.hf import to_transformers
+    from clusterlm.checkpoint.hf import to_transformers
     from clusterlm.train.optim import build_optimizer
 
     cfg = ModelConfig(style="gpt2", n_layer=args.layers, n_head=args.heads, d_model=args.d_model,

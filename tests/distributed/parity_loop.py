@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from clusterlm.config.train import TrainConfig
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 MODELS = {
     # vocab 97: not divisible by tp, so the vocabulary-sharded embedding/head is uneven.

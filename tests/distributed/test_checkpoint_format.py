@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clusterlm.distributed.checkpoint import DCPBackend, is_dcp_checkpoint
+from clusterlm.checkpoint.backends import DCPBackend, LocalBackend
+from clusterlm.checkpoint.dcp_io import is_dcp_checkpoint
 from clusterlm.errors import CheckpointError
-from clusterlm.train.checkpoint import LocalBackend
 from clusterlm.train.optim import build_optimizer
 from clusterlm.train.state import TrainState
 
@@ -54,7 +54,7 @@ def test_dcp_checkpoint_round_trips_through_the_single_process_backend(tmp_path)
 
 
 def test_load_model_dir_consolidates_a_dcp_checkpoint(tmp_path):
-    from clusterlm.model.serialization import load_model_dir
+    from clusterlm.checkpoint.load import load_model as load_model_dir
 
     directory, model, _ = save(tmp_path)
     loaded = load_model_dir(directory)

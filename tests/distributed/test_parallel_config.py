@@ -11,17 +11,18 @@ import pickle
 import pytest
 import torch
 
-from clusterlm.config.parallel import ParallelConfig
-from clusterlm.distributed.checkpoint import _MetadataUnpickler, merge_tensors, split_tensors
+from clusterlm.checkpoint.safety import MetadataUnpickler as _MetadataUnpickler
+from clusterlm.checkpoint.state import merge_tensors, split_tensors
+from clusterlm.config.model import ModelConfig
+from clusterlm.config.parallel import ParallelConfig, ParallelPlan
+from clusterlm.config.run import RunConfig
 from clusterlm.distributed.comm_stats import ALL_GATHER, ALL_REDUCE, CommRecorder, wire_factor
-from clusterlm.distributed.env import LaunchEnv, init_world, launch_env, select_backend
-from clusterlm.distributed.mesh import ParallelDims
 from clusterlm.errors import CheckpointError, DistributedError
-from clusterlm.model.config import ModelConfig
+from clusterlm.runtime.process import LaunchEnv, join, launch_env, select_backend
 
 
-def dims(world: int, **degrees: int) -> ParallelDims:
-    return ParallelDims.from_config(ParallelConfig(**degrees), world)
+def dims(world: int, **degrees: int) -> ParallelPlan:
+    return ParallelPlan.resolve(ParallelConfig(**degrees), world)
 
 
 def test_dp_shard_fills_the_rest_of_the_world():
@@ -76,13 +77,18 @@ def test_launch_env_from_torchrun_variables():
         launch_env({"RANK": "4", "WORLD_SIZE": "4"})
 
 
-def test_bad_degrees_fail_before_any_rendezvous():
-    env = LaunchEnv(rank=0, world_size=2, local_rank=0, local_world_size=2, restart_count=0)
+def test_bad_degrees_fail_before_any_rendezvous(monkeypatch):
+    from clusterlm.api.train import train
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # no MASTER_ADDR: a rendezvous would fail, not these checks
     with pytest.raises(DistributedError, match="multiply to 4"):
-        init_world(ParallelConfig(dp_shard=2, tp=2), "cpu", env)
+        train(RunConfig(parallel=ParallelConfig(dp_shard=2, tp=2)))
     with pytest.raises(DistributedError, match="model.n_head"):
-        init_world(ParallelConfig(tp=2), "cpu", env, model=ModelConfig(n_head=3, d_model=48), seq_len=16)
-    assert init_world(ParallelConfig(), "cpu", LaunchEnv(0, 1, 0, 1, 0)) is None  # one worker: no group
+        train(RunConfig(parallel=ParallelConfig(tp=2), model=ModelConfig(n_head=3, d_model=48),
+                        train={"seq_len": 16, "max_steps": 100}))
+    one = join(ParallelConfig(), "cpu", LaunchEnv(0, 1, 0, 1, 0))  # one worker: no group
+    assert not one.distributed and one.backend is None
 
 
 def test_train_cli_reports_bad_degrees_as_one_line(monkeypatch, capsys, tmp_path):

@@ -84,13 +84,11 @@ def test_four_process_fsdp_times_tp_matches_one_process():
     assert runs["fsdp_tp"]["kind"] == "fsdp"
 
 
-@pytest.mark.slow
 def test_two_process_tp_llama_matches_one_process():
     runs = run_parity(2, {"tp_llama": {"model": "llama", "parallel": {"tp": 2, "dp_shard": 1}, "grad_accum": 2}})
     assert_parity(runs["tp_llama"]["losses"], reference_losses("llama"))
 
 
-@pytest.mark.slow
 def test_four_process_variants_match_one_process():
     """gpt2 (tied head, learned positions) under FSDP × TP and HSDP × TP; FSDP2 option variants;
     activation checkpointing inside FSDP2 × TP."""

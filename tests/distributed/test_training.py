@@ -72,7 +72,7 @@ def test_checkpoint_from_two_processes_resumes_in_one(dist_data, tmp_path, refer
 
     # `clusterlm export` consolidates the (final, single-process) checkpoint; the DCP one too.
     from clusterlm.cli.main import main
-    from clusterlm.model.serialization import load_model_dir
+    from clusterlm.checkpoint.load import load_model as load_model_dir
 
     exported = tmp_path / "step4.safetensors"
     assert main(["export", str(ckpt), "--out", str(exported)]) == 0
@@ -91,7 +91,6 @@ def test_checkpoint_from_one_process_resumes_in_two(dist_data, tmp_path, referen
     assert (out / "checkpoints" / "step-0000008" / "dcp" / ".metadata").is_file()
 
 
-@pytest.mark.slow
 def test_checkpoint_from_two_processes_resumes_on_four_with_tensor_parallel(dist_data, tmp_path, reference):
     out = tmp_path / "run"
     train_job(2, dist_data, out, stop_at=4)

@@ -2,7 +2,7 @@
 
     python worker.py parity '<json spec>'   → RESULT {"runs": {name: {"losses": [...], "comm": {...}}}}
 
-The process joins the job through `clusterlm.distributed.env.init_world`, exactly as
+The process joins the job through `clusterlm.runtime.process.join`, exactly as
 `clusterlm train` does under torchrun.
 """
 
@@ -20,10 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import parity_loop as loop  # noqa: E402
 
-from clusterlm.config.parallel import ParallelConfig  # noqa: E402
-from clusterlm.distributed.env import init_world, shutdown  # noqa: E402
+from clusterlm.config.parallel import ParallelConfig, ParallelPlan  # noqa: E402
+from clusterlm.distributed.comm_stats import CommRecorder  # noqa: E402
 from clusterlm.distributed.parallelize import parallelize  # noqa: E402
-from clusterlm.train.setup import ModelHandles  # noqa: E402
+from clusterlm.runtime.mesh import make_layout  # noqa: E402
+from clusterlm.runtime.process import join, shutdown  # noqa: E402
 
 
 def parity(spec: dict) -> dict:
@@ -33,30 +34,35 @@ def parity(spec: dict) -> dict:
     for name, run in spec["runs"].items():
         t_start = time.perf_counter()
         pcfg = ParallelConfig(**{"timeout_s": 60, **run["parallel"]})
-        world = init_world(pcfg, "cpu")
+        process = join(pcfg, "cpu")
         tcfg = loop.train_config(**run.get("train", {}))
         model = loop.build(loop.model_config(run["model"]), seed=tcfg.seed)
-        par = parallelize(model, world, tcfg)
-        handles = ModelHandles(model, par.train_module, par)
+        plan = ParallelPlan.resolve(pcfg, process.world_size,
+                                    recompute="full" if tcfg.activation_checkpointing else "none")
+        layout = make_layout(plan, process.rank, process.world_size, "cpu")
+        recorder = CommRecorder() if pcfg.comm_stats else None
+        par = parallelize(model, layout, pcfg, process.device, precision=tcfg.precision, compile=tcfg.compile,
+                          recorder=recorder)
         data = loop.batches(spec["steps"], run["global_batch"], model.config.vocab_size)
         comm_steps = []
 
         def reduce_mean(v: float) -> float:
-            if world.comm is not None:
-                comm_steps.append(world.comm.take())
-            return world.reduce_mean(v)
+            if recorder is not None:
+                comm_steps.append(recorder.take())
+            return process.collectives.reduce_mean(v)
 
         losses = loop.run_steps(
-            model, par.train_module, tcfg, data, dp_rank=world.dp_rank, dp_size=world.dp_world_size,
+            model, par.train_module, tcfg, data, dp_rank=layout.dp_rank, dp_size=layout.dp_size,
             grad_accum=run.get("grad_accum", 1), reduce_mean=reduce_mean,
-            clip=lambda params, max_norm: handles.clip_grad_norm(max_norm), micro_step=handles.micro_step,
+            clip=lambda params, max_norm: par.clip_grad_norm(model, max_norm),
+            micro_step=lambda sync: par.micro_step(model, sync),
         )
         last = comm_steps[-1] if comm_steps else None
         out[name] = {"losses": losses, "kind": par.kind, "time": time.perf_counter() - t_start,
                      "comm": None if last is None else {"bytes": last.bytes_by_kind, "count": last.count_by_kind,
                                                          "wire_bytes": last.wire_bytes,
                                                          "comm_time_s": last.comm_time_s}}
-        world.barrier()
+        process.collectives.barrier()
     shutdown()
     return {"runs": out}
 
@@ -68,13 +74,13 @@ def train(spec: dict) -> dict:
     import os
     import signal
 
+    from clusterlm.api.train import train as run_training
     from clusterlm.config.run import load_run_config
     from clusterlm.train.trainer import Trainer
 
     torch.set_num_threads(1)
     cfg = load_run_config(None, spec["overrides"])
-    world = init_world(cfg.parallel, cfg.train.device, model=cfg.model, seq_len=cfg.train.seq_len)
-    rank = world.rank if world is not None else 0
+    rank = int(os.environ.get("RANK", "0"))
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
     def on_step_end(trainer: Trainer) -> None:
@@ -84,8 +90,7 @@ def train(spec: dict) -> dict:
         if step == spec.get("crash_at") and rank == spec.get("crash_rank", 0) and restarts == 0:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    result = Trainer(cfg, world=world, progress=False, on_step_end=on_step_end).run()
-    shutdown()
+    result, _ = run_training(cfg, progress=False, on_step_end=on_step_end)
     return {"step": result.step, "stop_reason": result.stop_reason, "rank": rank, "restarts": restarts,
             "summary": result.summary}
 

@@ -20,7 +20,6 @@ def test_default_corpus_excludes_tests_and_third_party():
     assert any(p.endswith("/json/decoder.py") for p in paths)
 
 
-@pytest.mark.slow
 def test_prepare_whole_default_corpus(tmp_path):
     report = prepare_dataset(DataConfig(workers=2), tmp_path / "ds")
     ds = Dataset.open(tmp_path / "ds", verify_sha256=True)

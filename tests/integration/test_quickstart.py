@@ -10,23 +10,22 @@ import pytest
 import yaml
 
 from clusterlm.cli.main import main
-from clusterlm.cli.quickstart import default_recipe
+from clusterlm.config.recipes import recipe_names, recipes_dir, resolve_config_path
 from clusterlm.config.run import load_run_config
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.mark.parametrize("name", ["quickstart.yaml", "cpu-60min.yaml"])
+@pytest.mark.parametrize("name", ["quickstart", "cpu-60min"])
 def test_cpu_recipes_are_valid_time_budgeted_runs(name):
-    cfg = load_run_config(REPO / "configs" / name)
+    assert name in recipe_names()
+    cfg = load_run_config(name)
     assert cfg.data.inputs == []  # the embedded default corpus
     assert cfg.train.seq_len <= cfg.model.max_seq_len
     assert cfg.train.max_minutes is not None and cfg.train.max_minutes <= 60
 
 
-def test_default_recipe_is_the_checkout_config():
-    assert default_recipe() == REPO / "configs" / "quickstart.yaml"
-    cfg = load_run_config(default_recipe())
+def test_default_recipe_is_the_packaged_config():
+    assert resolve_config_path("quickstart") == recipes_dir() / "quickstart.yaml"
+    cfg = load_run_config("quickstart")
     assert cfg.data.inputs == [] and cfg.train.max_minutes is not None  # default corpus, time budget
 
 

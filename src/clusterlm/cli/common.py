@@ -36,3 +36,11 @@ def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
 def load_config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -> RunConfig:
     path, overrides = split_config_args(getattr(args, "config_and_overrides", []) or [])
     return load_run_config(path, overrides + list(extra or []))
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value

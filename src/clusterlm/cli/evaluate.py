@@ -32,82 +32,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clusterlm.api.evaluate import evaluate
     from clusterlm.errors import UsageError
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
-    bad = [s for s in splits if s not in ("train", "val")]
-    if not splits or bad:
+    if not splits:
         raise UsageError(f"--split takes train and/or val, got {args.split!r}")
-    if args.batches < 0:
-        raise UsageError(f"--batches must be ≥ 0, got {args.batches}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    if args.seq_len is not None and args.seq_len < 1:
-        raise UsageError(f"--seq-len must be ≥ 1, got {args.seq_len}")
-    reports = [
-        evaluate_checkpoint(path, data_dir=args.data, splits=splits, batches=args.batches or None,
-                            batch_size=args.batch_size, seq_len=args.seq_len, device=args.device,
-                            precision=args.precision)
-        for path in args.paths
-    ]
+    for name, value, low in (("--batches", args.batches, 0), ("--batch-size", args.batch_size, 1),
+                             ("--seq-len", args.seq_len, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{name} must be ≥ {low}, got {value}")
+    reports = [evaluate(path, data_dir=args.data, splits=splits, batches=args.batches or None,
+                        batch_size=args.batch_size, seq_len=args.seq_len, device=args.device,
+                        precision=args.precision)
+               for path in args.paths]
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
     else:
         print(format_reports(reports))
     return 0
-
-
-def evaluate_checkpoint(path: str, *, data_dir: str | None = None, splits: list[str] | None = None,
-                        batches: int | None = 100, batch_size: int = 16, seq_len: int | None = None,
-                        device: str = "auto", precision: str = "auto") -> dict[str, Any]:
-    """Score one checkpoint (or run dir) on a dataset; the dict `clusterlm eval --json` prints."""
-    from clusterlm.data.loader import Dataset
-    from clusterlm.errors import CheckpointError, ConfigError, UsageError
-    from clusterlm.eval.runner import check_tokenizer_matches, dataset_dir_from_meta, evaluate_model
-    from clusterlm.model.flops import param_count
-    from clusterlm.model.serialization import load_model_dir, resolve_checkpoint
-    from clusterlm.train.precision import resolve_device, select_precision
-
-    splits = splits or ["train", "val"]
-    ckpt = resolve_checkpoint(path)
-    torch_device = resolve_device(device)
-    loaded = load_model_dir(ckpt, device=str(torch_device))
-    meta = loaded.meta or {}
-    data_dir = data_dir or dataset_dir_from_meta(meta)
-    if not data_dir:
-        raise UsageError(f"{ckpt} does not record its dataset; pass --data DIR")
-    dataset = Dataset.open(data_dir)
-    check_tokenizer_matches(ckpt, dataset)
-    cfg = loaded.config
-    if cfg.vocab_size is not None and cfg.vocab_size < dataset.vocab_size:
-        raise CheckpointError(
-            f"{ckpt} has a {cfg.vocab_size}-token vocabulary but dataset {dataset.path} uses "
-            f"{dataset.vocab_size}; evaluate on the dataset it was trained on"
-        )
-    trained_seq = ((meta.get("config") or {}).get("train") or {}).get("seq_len")
-    seq = seq_len or trained_seq or cfg.max_seq_len
-    if cfg.is_transformer and seq > cfg.max_seq_len:
-        raise ConfigError(f"--seq-len {seq} exceeds the model's context ({cfg.max_seq_len})")
-    # Scores should be exact: on CPU `auto` evaluates in fp32 (cheap next to training);
-    # on GPUs it follows the training rule (bf16 autocast where supported).
-    if precision == "auto" and torch_device.type == "cpu":
-        precision = "fp32"
-    prec = select_precision(precision, torch_device)
-    report = evaluate_model(loaded.model, dataset, splits, seq_len=seq, batch_size=batch_size,
-                            max_batches=batches, device=torch_device,
-                            autocast=lambda: prec.autocast(torch_device))
-    return {
-        "checkpoint": str(ckpt),
-        "step": meta.get("step"),
-        "model": {"style": cfg.style, "params": param_count(cfg), "n_layer": cfg.n_layer,
-                  "d_model": cfg.d_model, "vocab_size": cfg.vocab_size},
-        "dataset": str(dataset.path),
-        "seq_len": seq,
-        "batch_size": batch_size,
-        "batches": batches,
-        "precision": prec.name,
-        **report,
-    }
 
 
 def format_reports(reports: list[dict[str, Any]]) -> str:

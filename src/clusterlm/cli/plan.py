@@ -22,21 +22,23 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from clusterlm.cli.common import positive_int
 from clusterlm.errors import ConfigError, OutputExistsError, UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model preset name or model/run config YAML")
     parser.add_argument("--cluster", help="cluster preset name or cluster spec YAML")
-    parser.add_argument("--gpus", type=int, help="scale the cluster to N accelerators (whole nodes)")
+    parser.add_argument("--gpus", type=positive_int, help="scale the cluster to N accelerators (whole nodes)")
     run_len = parser.add_mutually_exclusive_group()
     run_len.add_argument("--tokens", help="training tokens for the whole run (e.g. 300e9, 15T, 2B)")
-    run_len.add_argument("--steps", type=int, help="optimizer steps for the whole run")
-    parser.add_argument("--batch", type=int, help="global batch in sequences per optimizer step")
-    parser.add_argument("--seq", type=int, help="sequence length in tokens")
+    run_len.add_argument("--steps", type=positive_int, help="optimizer steps for the whole run")
+    parser.add_argument("--batch", type=positive_int, help="global batch in sequences per optimizer step (default: one "
+                        "micro-batch per data-parallel rank)")
+    parser.add_argument("--seq", type=positive_int, help="sequence length in tokens")
     parser.add_argument("--parallel", help="degrees, e.g. t=8,p=35,d=8 (missing d is filled from --gpus)")
-    parser.add_argument("--micro-batch", type=int, help="sequences per micro-batch (default 1)")
-    parser.add_argument("--interleave", type=int, default=1, help="virtual pipeline chunks per device (default 1)")
+    parser.add_argument("--micro-batch", type=positive_int, help="sequences per micro-batch (default 1)")
+    parser.add_argument("--interleave", type=positive_int, default=1, help="virtual pipeline chunks per device (default 1)")
     parser.add_argument("--recompute", choices=["none", "selective", "full"], help="activation recomputation")
     parser.add_argument("--sequence-parallel", action="store_true", help="sequence parallelism with t > 1")
     parser.add_argument("--zero", type=int, choices=[0, 1, 2, 3], help="ZeRO stage (3 = FSDP), default 0")
@@ -45,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grad-dtype", choices=["bf16", "fp32"], help="gradient buffer precision (default bf16)")
     parser.add_argument("--attention", choices=["flash", "eager"], default="flash",
                         help="fused (FlashAttention/SDPA) or materialised attention scores")
-    parser.add_argument("--vocab", type=int, help="vocabulary size when the model config leaves it unset")
+    parser.add_argument("--vocab", type=positive_int, help="vocabulary size when the model config leaves it unset")
     parser.add_argument("--search", action="store_true", help="search all valid layouts, rank by throughput")
-    parser.add_argument("--top", type=int, default=5, help="layouts to show with --search (default 5)")
+    parser.add_argument("--top", type=positive_int, default=5, help="layouts to show with --search (default 5)")
     parser.add_argument("--chart", help="write the memory/time breakdown chart (PNG) here")
     parser.add_argument("--emit", metavar="DIR", help="write a training config, launch and sbatch scripts for the plan")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --emit DIR")
@@ -86,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch or defaults.get("batch")
     if batch is None and defaults.get("batch_per_replica"):
         batch = defaults["batch_per_replica"] * (cluster.num_gpus if args.search else degrees["dp"])
-    if batch is None:
-        raise UsageError("--batch (global batch in sequences) is required")
+    if batch is None:  # one micro-batch per data-parallel rank (per accelerator when searching)
+        batch = cluster.num_gpus if args.search else degrees["dp"] * (args.micro_batch or 1)
     precision = args.precision or defaults.get("precision") or ("fp32" if cluster.acc.kind == "cpu" else "bf16")
     workload = Workload(model=model, seq_len=seq, global_batch=batch,
                         total_tokens=parse_tokens(args.tokens) if args.tokens else None, steps=args.steps)
@@ -169,7 +171,7 @@ def resolve_model(text: str, vocab: int | None):
     """Preset name or YAML → (ModelConfig, defaults from a run config, the run config dict or None)."""
     from clusterlm.config.base import load_yaml, validate
     from clusterlm.config.run import RunConfig
-    from clusterlm.model.config import ModelConfig
+    from clusterlm.config.model import ModelConfig
 
     defaults: dict = {}
     base_run = None

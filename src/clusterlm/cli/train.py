@@ -12,7 +12,7 @@ trains with the `parallel:` degrees (DDP / FSDP2 / tensor parallel, docs/distrib
 checkpoints are then sharded torch.distributed.checkpoint dirs that load at any world size.
 
 Examples:
-  clusterlm train configs/quickstart.yaml data.dir=data/stdlib
+  clusterlm train quickstart data.dir=data/stdlib          (a shipped recipe, or any YAML file)
   clusterlm train model.preset=tiny data.dir=data/stdlib train.max_steps=200 train.out_dir=runs/tiny
 """
 
@@ -37,27 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterlm.train.trainer import Trainer
+    from clusterlm.api.train import train
 
-    from clusterlm.distributed.env import init_world, shutdown
-
-    cfg = load_config_from_args(args)
-    # Under torchrun (RANK/WORLD_SIZE set, more than one worker) join the process group;
-    # otherwise None and the trainer runs as one process.
-    world = init_world(cfg.parallel, cfg.train.device, model=cfg.model, seq_len=cfg.train.seq_len)
-    try:
-        result = Trainer(cfg, world=world, resume=args.resume, progress=not args.quiet).run()
-    finally:
-        shutdown()
+    result, is_main = train(load_config_from_args(args), resume=args.resume, progress=not args.quiet)
+    interrupted = result.stop_reason == "interrupted"
+    if not is_main:
+        return 130 if interrupted else 0  # rank 0 reports for the job
     summary = {"run_dir": str(result.run_dir), "step": result.step, "checkpoint": str(result.checkpoint),
                **result.summary}
-    if world is not None and not world.is_main:
-        return 130 if result.stop_reason == "interrupted" else 0  # rank 0 reports for the job
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(format_summary(summary))
-    if result.stop_reason == "interrupted":
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if interrupted:
         sys.stderr.write(f"interrupted at step {result.step}; run the same command again to resume\n")
         return 130
     return 0

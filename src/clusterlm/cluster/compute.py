@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from clusterlm.cluster.catalog import Accelerator
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 # FlashAttention backward relative to its forward (Dao 2023: the backward kernel reaches ≈ 80–85 %
 # of the forward's FLOP rate). Causal kernels skip the upper triangle (half the work).

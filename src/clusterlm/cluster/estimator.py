@@ -42,7 +42,7 @@ from clusterlm.cluster.memory import (
 )
 from clusterlm.cluster.spec import Cluster
 from clusterlm.errors import ConfigError
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.model.flops import flops_per_token, param_count, recompute_flops_per_token
 
 PRECISIONS = ("bf16", "fp16", "fp32")

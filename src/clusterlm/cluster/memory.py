@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.model.flops import param_breakdown
 
 GIB = 2**30

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from clusterlm.cluster.estimator import Estimate, Execution, Workload, estimate
 from clusterlm.cluster.spec import Cluster, load_cluster
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 CLUSTER = "dgx-a100-superpod"
 SEQ_LEN = 2048

@@ -1,18 +1,31 @@
-"""`parallel:` section — data/tensor/pipeline degrees and communication options for distributed training.
+"""Parallel layouts: the `parallel:` config section and the resolved `ParallelPlan`.
 
-The degrees multiply to the world size (`clusterlm.distributed.mesh.ParallelDims` checks
-this up front, with messages that say what to change). The communication options are the
-knobs docs/distributed.md measures: DDP bucket size and gradient compression, FSDP2
-resharding and prefetching, FSDP2 mixed precision.
+    world = dp_replicate × dp_shard × tp × pp        (dp_shard = -1 takes what is left)
+
+`ParallelConfig` is what a run config states (degrees plus process-group and communication
+knobs). `ParallelPlan` is one complete, validated layout for a world size: degrees with nothing
+left to infer, micro-batch, accumulation, recompute, interleaving. It is the one type that
+`clusterlm plan` searches and emits, that `clusterlm launch` checks before any process starts,
+and that `clusterlm train` runs; `ParallelPlan.check` is the one validator all three call.
+
+Ranks are laid out row-major over ("dp_replicate", "dp_shard", "tp"): tensor parallel is
+innermost (neighbouring ranks, the fastest links), data parallel outside it — the layout of
+Megatron-LM and torchtitan, and the one `clusterlm.cluster.comms` assumes when it prices a plan.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
 
 from clusterlm.config.base import Section
+from clusterlm.config.model import ModelConfig
+from clusterlm.errors import DistributedError
+
+MESH_DIMS = ("dp_replicate", "dp_shard", "tp")
+RECOMPUTE_MODES = ("none", "selective", "full")
 
 
 class ParallelConfig(Section):
@@ -46,3 +59,149 @@ class ParallelConfig(Section):
     # --- measurement and checkpoints
     comm_stats: bool = True  # time and count every collective; logged per step in metrics.jsonl
     async_checkpoint: bool = False  # torch.distributed.checkpoint.async_save for periodic checkpoints
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """One layout for `world_size` ranks, with every degree resolved."""
+
+    dp_replicate: int = 1
+    dp_shard: int = 1
+    tp: int = 1
+    pp: int = 1
+    micro_batch: int = 1  # sequences per micro-batch per data-parallel rank
+    grad_accum: int = 1  # micro-batches per optimizer step per rank
+    interleave: int = 1  # virtual pipeline stages per rank
+    recompute: str = "none"  # none | selective | full (activation checkpointing of whole blocks)
+    fsdp_reshard_after_forward: str = "default"
+
+    @classmethod
+    def resolve(cls, cfg: ParallelConfig, world_size: int, *, micro_batch: int = 1, grad_accum: int = 1,
+                recompute: str = "none", interleave: int = 1) -> ParallelPlan:
+        """Resolve `dp_shard = -1` and check the degrees multiply to `world_size`."""
+        if world_size < 1:
+            raise DistributedError(f"world size must be ≥ 1, got {world_size}")
+        if cfg.pp > 1:
+            raise DistributedError(
+                f"parallel.pp={cfg.pp}: pipeline parallelism is not supported by clusterlm train; "
+                "set parallel.pp=1 and use parallel.tp / parallel.dp_shard to split the model"
+            )
+        fixed = cfg.dp_replicate * cfg.tp * cfg.pp
+        degrees = f"dp_replicate {cfg.dp_replicate} × dp_shard {cfg.dp_shard} × tp {cfg.tp} × pp {cfg.pp}"
+        if cfg.dp_shard == -1:
+            if world_size % fixed:
+                raise DistributedError(
+                    f"parallel degrees {degrees}: world size {world_size} is not divisible by "
+                    f"dp_replicate × tp × pp = {fixed}; choose degrees whose product divides {world_size}"
+                )
+            dp_shard = world_size // fixed
+        elif cfg.dp_shard == 0:
+            raise DistributedError("parallel.dp_shard must be ≥ 1, or -1 to use the rest of the world")
+        else:
+            dp_shard = cfg.dp_shard
+            if fixed * dp_shard != world_size:
+                raise DistributedError(
+                    f"parallel degrees {degrees} multiply to {fixed * dp_shard}, but the world size is "
+                    f"{world_size}; make the product equal {world_size} (or set parallel.dp_shard=-1 "
+                    "to fill the rest)"
+                )
+        plan = cls(cfg.dp_replicate, dp_shard, cfg.tp, cfg.pp, micro_batch=micro_batch, grad_accum=grad_accum,
+                   interleave=interleave, recompute=recompute,
+                   fsdp_reshard_after_forward=cfg.fsdp_reshard_after_forward)
+        if cfg.grad_compression != "none" and not plan.ddp:
+            raise DistributedError(
+                f"parallel.grad_compression={cfg.grad_compression} compresses DDP's all-reduce, but these degrees "
+                f"({plan.describe()}) use FSDP2; set parallel.fsdp_reduce_dtype=bf16 instead"
+            )
+        return plan
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def world_size(self) -> int:
+        return self.dp_replicate * self.dp_shard * self.tp * self.pp
+
+    @property
+    def dp(self) -> int:
+        """Data-parallel ranks: each reads its own slice of the global batch."""
+        return self.dp_replicate * self.dp_shard
+
+    @property
+    def fsdp(self) -> bool:
+        """Parameters are FSDP2-managed: sharded (dp_shard > 1) or HSDP-replicated alongside TP."""
+        return self.dp_shard > 1 or (self.dp_replicate > 1 and self.tp > 1)
+
+    @property
+    def ddp(self) -> bool:
+        """Plain replicated data parallel (torch DDP): only dp_replicate is > 1."""
+        return self.dp_replicate > 1 and not self.fsdp
+
+    @property
+    def sharded(self) -> bool:
+        """Some rank holds only part of a weight: checkpoints must go through DCP."""
+        return self.dp_shard > 1 or self.tp > 1
+
+    @property
+    def zero_stage(self) -> int:
+        """The ZeRO stage this layout amounts to: 3 = FSDP (2 when weights stay gathered), 0 = DDP."""
+        if not self.fsdp:
+            return 0
+        return 2 if self.fsdp_reshard_after_forward == "never" else 3
+
+    def global_batch(self) -> int:
+        """Sequences per optimizer step over all data-parallel ranks."""
+        return self.micro_batch * self.grad_accum * self.dp
+
+    def describe(self) -> str:
+        parts = [f"{name}={getattr(self, name)}" for name in (*MESH_DIMS, "pp") if getattr(self, name) > 1]
+        return " ".join(parts) or "single process"
+
+    def coordinates(self, rank: int) -> dict[str, int]:
+        """This rank's index along each mesh dimension (row-major, tp innermost)."""
+        tp_rank = rank % self.tp
+        shard_rank = (rank // self.tp) % self.dp_shard
+        replicate_rank = rank // (self.tp * self.dp_shard)
+        return {"dp_replicate": replicate_rank, "dp_shard": shard_rank, "tp": tp_rank}
+
+    def dp_rank(self, rank: int) -> int:
+        """Position of `rank` among the data-parallel ranks (its loader shard)."""
+        c = self.coordinates(rank)
+        return c["dp_replicate"] * self.dp_shard + c["dp_shard"]
+
+    # ----------------------------------------------------------------- the validator
+    def check(self, model: ModelConfig, seq_len: int, precision: str = "fp32") -> ParallelPlan:
+        """Everything about this layout that can be checked before any process starts."""
+        self.check_model(model, seq_len)
+        if self.recompute not in RECOMPUTE_MODES:
+            raise DistributedError(f"recompute must be one of {', '.join(RECOMPUTE_MODES)}, got {self.recompute!r}")
+        if precision == "fp16" and (self.fsdp or self.tp > 1):
+            raise DistributedError(
+                f"train.precision=fp16 with {self.describe()}: fp16 needs a gradient scaler that sees every "
+                "shard, which FSDP2/tensor parallel runs here do not have; use bf16 (or fp32)"
+            )
+        return self
+
+    def check_model(self, model: ModelConfig, seq_len: int) -> None:
+        """Tensor parallelism splits heads, FFN columns and the sequence (sequence parallel)."""
+        if self.tp == 1:
+            return
+        if not model.is_transformer:
+            raise DistributedError(
+                f"parallel.tp={self.tp} needs a transformer (model.style gpt2 or llama); "
+                f"a {model.style} model can only use data parallelism (set parallel.tp=1)"
+            )
+        problems = [
+            (model.n_head, "model.n_head (attention heads)"),
+            (model.kv_heads, "model.n_kv_head (key/value heads)"),
+            (model.ffn_dim, "model.d_ff (feed-forward width)"),
+            (seq_len, "train.seq_len (sequence parallel splits it)"),
+        ]
+        for value, name in problems:
+            if value % self.tp:
+                raise DistributedError(
+                    f"parallel.tp={self.tp} does not divide {name} = {value}; choose a tp that divides it "
+                    f"(e.g. {_largest_divisor(value, self.tp)}) or change {name.split()[0]}"
+                )
+
+
+def _largest_divisor(value: int, limit: int) -> int:
+    return max(d for d in range(1, limit + 1) if value % d == 0)

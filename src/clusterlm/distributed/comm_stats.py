@@ -27,6 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.distributed.distributed_c10d import _resolve_process_group
+from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
+from torch.distributed.tensor import DTensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL = "all_reduce", "all_gather", "reduce_scatter", "all_to_all"
 
@@ -133,8 +138,6 @@ def ddp_comm_hook(state: DDPHookState, bucket):  # noqa: ANN001, ANN201 - DDP ch
     """All-reduce one gradient bucket (mean over ranks), timed, optionally 16-bit on the wire.
 
     `bucket` is a `dist.GradBucket`; returns a Future of the reduced bucket."""
-    import torch.distributed as dist
-
     group = state.group
     n = group.size()
     buffer = bucket.buffer()
@@ -160,8 +163,6 @@ def ddp_comm_hook(state: DDPHookState, bucket):  # noqa: ANN001, ANN201 - DDP ch
 # ------------------------------------------------------------------------------------------ FSDP2
 def fsdp_comms(recorder: CommRecorder) -> tuple[Any, Any]:
     """(all-gather, reduce-scatter) objects for `set_custom_all_gather/_reduce_scatter`."""
-    from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
-
     class TimedAllGather(DefaultAllGather):
         def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor, group: Any,
                      async_op: bool = False) -> Any:
@@ -192,9 +193,6 @@ class FunctionalCollectiveTap:
     """
 
     def __init__(self, recorder: CommRecorder) -> None:
-        from torch.distributed.tensor import DTensor
-        from torch.utils._python_dispatch import TorchDispatchMode
-
         ops = torch.ops._c10d_functional
         kinds = {
             ops.all_reduce.default: ALL_REDUCE,
@@ -232,7 +230,5 @@ class FunctionalCollectiveTap:
 
 
 def _group_size(args: Any, kwargs: Any) -> int:
-    from torch.distributed.distributed_c10d import _resolve_process_group
-
     group_name = args[-1] if args and isinstance(args[-1], str) else kwargs.get("group_name")
     return _resolve_process_group(group_name).size()

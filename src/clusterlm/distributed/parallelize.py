@@ -1,6 +1,6 @@
 """Parallelism as a transformation of a single-device model (torchtitan's `parallelize_llama` shape).
 
-    parallelize(model, world, train_cfg):  TP → activation checkpointing → compile → FSDP2 / DDP
+    parallelize(model, layout, ...):  TP → activation checkpointing → compile → FSDP2 / DDP
 
 * TP (`apply_tp`): DTensor `parallelize_module` — embeddings vocabulary-sharded, wq/wk/wv and
   w1/w3 column-wise, wo/w2 row-wise, norms sequence-parallel (activations between blocks are
@@ -25,9 +25,22 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import Replicate, Shard
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    PrepareModuleInput,
+    RowwiseParallel,
+    SequenceParallel,
+    parallelize_module,
+)
+from torch.nn.parallel import DistributedDataParallel
 
-from clusterlm.config.train import TrainConfig
-from clusterlm.errors import DistributedError
+from clusterlm.config.parallel import ParallelConfig
+from clusterlm.distributed.comm_stats import DDPHookState, FunctionalCollectiveTap, ddp_comm_hook, fsdp_comms
+from clusterlm.errors import ConfigError, DistributedError
+from clusterlm.runtime.mesh import Layout
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -37,7 +50,7 @@ class Parallelized:
     """What `parallelize` produced: the module to call and how to control its gradient sync."""
 
     train_module: nn.Module
-    kind: str  # "ddp" | "fsdp" | "tp" (TP without data parallelism)
+    kind: str  # "ddp" | "fsdp" | "tp" (TP without data parallelism) | "none" (one process)
     tensor_parallel: bool = False  # DTensor collectives inside forward/backward (tapped when measuring)
     recorder: Any = None  # clusterlm.distributed.comm_stats.CommRecorder, when measuring
 
@@ -45,10 +58,8 @@ class Parallelized:
     def micro_step(self, model: nn.Module, sync: bool) -> Iterator[None]:
         """One micro-batch's forward + backward; gradients are synchronised only when `sync`
         (the last micro-batch of an accumulation), never redundantly before."""
-        tap = contextlib.nullcontext()
+        tap: Any = contextlib.nullcontext()
         if self.recorder is not None and self.tensor_parallel:
-            from clusterlm.distributed.comm_stats import FunctionalCollectiveTap
-
             tap = FunctionalCollectiveTap(self.recorder)
         if self.kind == "ddp":
             ctx = self.train_module.no_sync() if not sync else contextlib.nullcontext()
@@ -60,45 +71,66 @@ class Parallelized:
         with tap:
             yield
 
+    @staticmethod
+    def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
+        """Clip the global gradient norm (over all shards) and return it as a plain tensor."""
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        full = getattr(norm, "full_tensor", None)  # a DTensor when parameters are sharded
+        return full() if full is not None else norm
 
-def parallelize(model: nn.Module, world: Any, train_cfg: TrainConfig) -> Parallelized:
-    """Apply the parallelism `world.dims` describes to `model` (in place) on `world.mesh`."""
-    dims, mesh, pcfg = world.dims, world.mesh, world.parallel
-    model.to(world.device)
-    if dims.tp > 1:
+
+def parallelize(model: nn.Module, layout: Layout, parallel: ParallelConfig, device: torch.device, *,
+                precision: str = "fp32", compile: bool = False, recorder: Any = None) -> Parallelized:
+    """Apply the parallelism `layout.plan` describes to `model` (in place) on `layout.mesh`.
+
+    One process (no mesh): just activation checkpointing and compile, on the plain model."""
+    plan, mesh = layout.plan, layout.mesh
+    model.to(device)
+    if mesh is None:
+        if plan.recompute == "full":
+            apply_activation_checkpointing(model)
+        # The compiled wrapper shares the parameters; checkpoints are always written from `model`,
+        # so no `_orig_mod.` prefixes ever reach a state dict on disk.
+        train_module = torch.compile(model) if compile else model
+        return Parallelized(train_module, "none")
+    if plan.tp > 1:
         apply_tp(model, mesh["tp"])
-    if train_cfg.activation_checkpointing:
-        from clusterlm.train.setup import apply_activation_checkpointing
-
+    if plan.recompute == "full":
         apply_activation_checkpointing(model)
-    if train_cfg.compile:
+    if compile:
         apply_compile(model)
-    if dims.fsdp:
-        dp_mesh = mesh["dp_replicate", "dp_shard"] if dims.dp_replicate > 1 else mesh["dp_shard"]
-        apply_fsdp(model, dp_mesh, param_dtype=_fsdp_param_dtype(pcfg.fsdp_param_dtype, train_cfg.precision),
-                   reduce_dtype=_DTYPES[pcfg.fsdp_reduce_dtype],
-                   reshard_after_forward=pcfg.fsdp_reshard_after_forward, prefetch=pcfg.fsdp_prefetch,
-                   recorder=world.comm)
-        return Parallelized(model, "fsdp", dims.tp > 1, world.comm)
-    if dims.ddp:
-        ddp = apply_ddp(model, mesh["dp_replicate"].get_group(), world.device, bucket_mb=pcfg.ddp_bucket_mb,
-                        compression=pcfg.grad_compression, recorder=world.comm)
-        return Parallelized(ddp, "ddp", False, world.comm)
-    return Parallelized(model, "tp", True, world.comm)
+    if plan.fsdp:
+        dp_mesh = mesh["dp_replicate", "dp_shard"] if plan.dp_replicate > 1 else mesh["dp_shard"]
+        apply_fsdp(model, dp_mesh, param_dtype=_fsdp_param_dtype(parallel.fsdp_param_dtype, precision),
+                   reduce_dtype=_DTYPES[parallel.fsdp_reduce_dtype],
+                   reshard_after_forward=parallel.fsdp_reshard_after_forward, prefetch=parallel.fsdp_prefetch,
+                   recorder=recorder)
+        return Parallelized(model, "fsdp", plan.tp > 1, recorder)
+    if plan.ddp:
+        ddp = apply_ddp(model, mesh["dp_replicate"].get_group(), device, bucket_mb=parallel.ddp_bucket_mb,
+                        compression=parallel.grad_compression, recorder=recorder)
+        return Parallelized(ddp, "ddp", False, recorder)
+    return Parallelized(model, "tp", True, recorder)
+
+
+def apply_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each transformer block in backward instead of storing its activations.
+
+    torch's checkpoint wrapper keeps state-dict keys unchanged, so checkpoints are
+    interchangeable with runs without it; the RNG state is replayed so dropout masks match.
+    """
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleDict):
+        raise ConfigError("train.activation_checkpointing applies to transformer models (model.layers)")
+    for name in list(layers.keys()):
+        layers[name] = checkpoint_wrapper(
+            layers[name], checkpoint_impl=CheckpointImpl.NO_REENTRANT, preserve_rng_state=True
+        )
 
 
 # ------------------------------------------------------------------------------------ tensor parallel
 def apply_tp(model: nn.Module, tp_mesh: Any) -> None:
     """Megatron-style tensor parallelism with sequence parallelism on the norms."""
-    from torch.distributed.tensor import Replicate, Shard
-    from torch.distributed.tensor.parallel import (
-        ColwiseParallel,
-        PrepareModuleInput,
-        RowwiseParallel,
-        SequenceParallel,
-        parallelize_module,
-    )
-
     layers = getattr(model, "layers", None)
     if not isinstance(layers, nn.ModuleDict):
         raise DistributedError("tensor parallelism needs a transformer model (model.layers)")
@@ -153,8 +185,6 @@ def apply_compile(model: nn.Module) -> None:
 def apply_fsdp(model: nn.Module, dp_mesh: Any, *, param_dtype: torch.dtype | None, reduce_dtype: torch.dtype,
                reshard_after_forward: str, prefetch: int, recorder: Any = None) -> None:
     """`fully_shard` each block, then the root (embeddings, final norm, head)."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype if param_dtype else None)
     reshard = reshard_after_forward != "never"
     layers = getattr(model, "layers", None)
@@ -173,8 +203,6 @@ def apply_fsdp(model: nn.Module, dp_mesh: Any, *, param_dtype: torch.dtype | Non
             block.set_modules_to_forward_prefetch(blocks[i + 1 : i + 1 + prefetch])
             block.set_modules_to_backward_prefetch(list(reversed(blocks[max(0, i - prefetch) : i])))
     if recorder is not None:
-        from clusterlm.distributed.comm_stats import fsdp_comms
-
         all_gather, reduce_scatter = fsdp_comms(recorder)
         for module in [*blocks, model]:
             module.set_custom_all_gather(all_gather)
@@ -192,10 +220,6 @@ def _fsdp_param_dtype(setting: str, train_precision: str) -> torch.dtype | None:
 def apply_ddp(model: nn.Module, group: Any, device: torch.device, *, bucket_mb: float, compression: str,
               recorder: Any = None) -> nn.Module:
     """torch DDP over the replicate group; our comm hook when compressing or measuring."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    from clusterlm.distributed.comm_stats import DDPHookState, ddp_comm_hook
-
     ddp = DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None, process_group=group,
         bucket_cap_mb=bucket_mb, gradient_as_bucket_view=True,

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from clusterlm.data.tokenizer import load_tokenizer
+
 
 def compressed_bits_per_byte(data: bytes) -> dict[str, float]:
     """{"gzip -9": bpb, "xz -9e": bpb} for `data` (8 · compressed size / original size)."""
@@ -28,8 +30,6 @@ def compressed_bits_per_byte(data: bytes) -> dict[str, float]:
 
 def split_text(dataset: Any, split: str, max_tokens: int | None = None) -> bytes:
     """The UTF-8 text of a split (documents concatenated, separators dropped)."""
-    from clusterlm.data.tokenizer import load_tokenizer
-
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     ids = np.asarray(dataset.tokens(split)[: max_tokens] if max_tokens else dataset.tokens(split))
     ids = ids.astype(np.int64)

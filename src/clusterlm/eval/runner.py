@@ -11,9 +11,10 @@ from typing import Any, ContextManager
 import torch
 from torch import nn
 
+from clusterlm.data.loader import TokenLoader
 from clusterlm.errors import CheckpointError, DataError
 from clusterlm.eval.metrics import TokenStats, generalization_gap
-from clusterlm.train.world import World
+from clusterlm.runtime.collectives import Collectives
 
 
 @torch.no_grad()
@@ -27,7 +28,9 @@ def evaluate_split(
     max_batches: int | None,
     device: torch.device,
     autocast: Callable[[], ContextManager[Any]] | None = None,
-    world: World | None = None,
+    collectives: Collectives | None = None,
+    dp_rank: int = 0,
+    dp_size: int = 1,
 ) -> TokenStats:
     """Token statistics over `max_batches` batches of non-overlapping windows of `split` (None = all).
 
@@ -36,10 +39,10 @@ def evaluate_split(
     k-th window) rather than taken from its start: the first documents of a split are not a
     fair sample of it, and a biased train-split sample would distort the generalisation gap.
     The model is put in eval mode (no dropout) and restored to its previous mode afterwards.
+    Under data parallelism rank `dp_rank` of `dp_size` scores its share and `collectives` sums
+    the statistics.
     """
-    from clusterlm.data.loader import TokenLoader
-
-    world = world or World()
+    collectives = collectives or Collectives()
     was_training = model.training
     model.eval()
     stats = TokenStats()
@@ -49,9 +52,9 @@ def evaluate_split(
         stride = 1
         if max_batches is not None:
             windows = (dataset.num_tokens(split) - 1) // seq_len
-            stride = max(1, windows // (max_batches * batch_size * world.dp_world_size))
-        loader = TokenLoader(dataset, split, batch_size, seq_len, rank=world.dp_rank,
-                             world_size=world.dp_world_size * stride, mode="sequential")
+            stride = max(1, windows // (max_batches * batch_size * dp_size))
+        loader = TokenLoader(dataset, split, batch_size, seq_len, rank=dp_rank,
+                             world_size=dp_size * stride, mode="sequential")
         n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
         for i, (x, y) in enumerate(loader):
             if i >= n_batches:
@@ -63,21 +66,23 @@ def evaluate_split(
             stats.update(logits, y)
         # A sharded model (FSDP/TP) gathers weights inside forward, so every rank must call it
         # equally often; ranks with fewer windows run unscored forwards to keep in step.
-        if world.world_size > 1:
-            for _ in range(int(world.reduce_max(n_batches)) - n_batches):
+        if collectives.world_size > 1:
+            for _ in range(int(collectives.reduce_max(n_batches)) - n_batches):
                 model(torch.zeros(1, seq_len, dtype=torch.long, device=device))
     finally:
         model.train(was_training)
-    if world.world_size > 1:
-        stats = TokenStats(world.reduce_sum(stats.nll_sum), int(world.reduce_sum(stats.tokens)),
-                           int(world.reduce_sum(stats.top1)), int(world.reduce_sum(stats.top5)))
+    if collectives.world_size > 1:
+        c = collectives
+        stats = TokenStats(c.reduce_sum(stats.nll_sum), int(c.reduce_sum(stats.tokens)),
+                           int(c.reduce_sum(stats.top1)), int(c.reduce_sum(stats.top5)))
     return stats
 
 
 def evaluate_model(model: nn.Module, dataset: Any, splits: list[str], **options: Any) -> dict[str, Any]:
     """Metrics per split plus the generalisation gap (val − train loss) when both are present.
 
-    `options` are `evaluate_split`'s keywords (seq_len, batch_size, max_batches, device, autocast, world).
+    `options` are `evaluate_split`'s keywords (seq_len, batch_size, max_batches, device, autocast,
+    collectives, dp_rank, dp_size).
     """
     results: dict[str, Any] = {}
     for split in splits:

@@ -1,27 +1,22 @@
 """A checkpoint ready to generate from: the model in eval mode on a device, and its tokenizer.
 
 Shared by `clusterlm generate`, `clusterlm serve` and the benchmarks, so all accept exactly the
-same CKPT and --device values. Checkpoint reading and device resolution each happen at one
-call below (the checkpoint and runtime packages will own them).
+same CKPT and --device values.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from clusterlm.checkpoint.load import LoadedModel, load_model
 from clusterlm.data.tokenizer import EOS_TOKEN
-from clusterlm.errors import CheckpointError, ConfigError, UsageError
-from clusterlm.model.serialization import LoadedModel, load_model_dir
-from clusterlm.train.precision import resolve_device
+from clusterlm.errors import CheckpointError
+from clusterlm.runtime.device import resolve_device
 
 
 def load_for_generation(checkpoint: str, device_name: str) -> LoadedModel:
     """Load CKPT (in eval mode) on `device_name`, insisting on a tokenizer; bad input is a one-line error."""
-    try:
-        device = resolve_device(device_name)
-    except ConfigError as exc:
-        raise UsageError(str(exc).replace("train.device", "--device")) from None
-    loaded = load_model_dir(checkpoint, device=device)
+    loaded = load_model(checkpoint, device=resolve_device(device_name, option="--device"))
     if loaded.tokenizer is None:
         raise CheckpointError(f"{loaded.path} has no tokenizer.json; cannot encode the prompt")
     return loaded

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
+from clusterlm.model.recurrent import RecurrentLM
+from clusterlm.model.transformer import Transformer
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> nn.Module:
@@ -21,14 +23,7 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> nn.Modu
     # init imports its Python reference kernels (~1 s), more than the discarded default init
     # costs for models that fit one device.
     with torch.device(device):
-        if cfg.is_transformer:
-            from clusterlm.model.transformer import Transformer
-
-            model: nn.Module = Transformer(cfg)
-        else:
-            from clusterlm.model.recurrent import RecurrentLM
-
-            model = RecurrentLM(cfg)
+        model: nn.Module = Transformer(cfg) if cfg.is_transformer else RecurrentLM(cfg)
     if torch.device(device).type != "meta":
         model.init_weights(0)
     return model

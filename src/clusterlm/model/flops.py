@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:

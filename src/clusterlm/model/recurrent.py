@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clusterlm.model.config import RECURRENT_STYLES, ModelConfig
+from clusterlm.config.model import RECURRENT_STYLES, ModelConfig
 from clusterlm.model.layers import seeded_rng
 from clusterlm.model.loss import linear_cross_entropy
 

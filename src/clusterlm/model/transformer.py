@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.model.loss import linear_cross_entropy
 from clusterlm.model.layers import Block, make_norm, residual_init_std, rope_tables, seeded_rng
 

@@ -140,6 +140,7 @@ def autograd_gradients(params: Params, x: Array, y: Array) -> dict[str, Array]:
 
     Built from torch's own sigmoid and binary_cross_entropy, not from the formulas above.
     """
+    # torch only for the reference: the worked example itself is numpy (and imports fast).
     import torch
     import torch.nn.functional as F
 

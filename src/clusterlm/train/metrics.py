@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from tqdm import tqdm
 
 from clusterlm.fsio import atomic_write_text
 
@@ -69,7 +70,7 @@ class MetricsLogger:
             self.path.unlink()
         self._fh = open(self.path, "a", encoding="utf-8")
         if tensorboard:
-            try:
+            try:  # tensorboard is imported only by runs that log to it (≈ 1 s)
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is a dependency, but never fail a run over logging
                 SummaryWriter = None  # type: ignore[assignment]
@@ -117,8 +118,6 @@ class Progress:
         self._last_line = 0.0
         self._interval = line_interval_s
         if enabled and self._tty:
-            from tqdm import tqdm
-
             self._bar = tqdm(total=total, initial=initial, file=sys.stderr, unit="step", dynamic_ncols=True,
                              desc="train")
 

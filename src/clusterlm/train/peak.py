@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
+from clusterlm.cluster.catalog import peak_flops_for_device
 from clusterlm.fsio import atomic_write_json
+from clusterlm.runtime.measure import measure_matmul_flops
 
 PEAK_CACHE_FILE = "peak_flops.json"
 
@@ -37,10 +39,6 @@ def device_name(device: torch.device) -> str:
 
 
 def _catalog_peak(name: str, dtype: str) -> float | None:
-    try:
-        from clusterlm.cluster.catalog import peak_flops_for_device
-    except ImportError:
-        return None
     try:
         return peak_flops_for_device(name, dtype)
     except Exception:  # noqa: BLE001 - an unknown/odd name just means "measure instead"
@@ -65,13 +63,20 @@ def device_peak_flops(device: torch.device, dtype: str, cache_dir: str | Path | 
             cached = {}
         if isinstance(cached.get(key), (int, float)) and cached[key] > 0:
             return PeakFlops(float(cached[key]), "cached", name, dtype)
-    from clusterlm.cluster.probe import measure_matmul_flops
-
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     n = measure_n if device.type != "cuda" else max(measure_n, 4096)
-    # fork_rng: the probe's random matrices must not shift the run's RNG (dropout masks).
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        flops = measure_matmul_flops(torch_dtype, device, n=n)
+    flops = measure_matmul_flops(torch_dtype, device, n=n)  # leaves the run's RNG untouched
     if cache is not None and os.access(cache.parent, os.W_OK):
         atomic_write_json(cache, {**cached, key: flops})
     return PeakFlops(flops, "measured", name, dtype)
+
+
+_MEMO: dict[tuple[str, str], PeakFlops] = {}
+
+
+def cached_device_peak(device: torch.device, dtype: str, run_dir: Path) -> PeakFlops:
+    """`device_peak_flops`, measured at most once per process (and cached in the run dir)."""
+    key = (device_name(device), dtype)
+    if key not in _MEMO:
+        _MEMO[key] = device_peak_flops(device, dtype, cache_dir=run_dir)
+    return _MEMO[key]

@@ -1,14 +1,13 @@
-"""Build what a run needs from its config: dataset, model config, model, batch shape.
+"""Build what a run needs from its config: dataset, model config, layout, model, optimizer, loader.
 
-`setup_model` is the one place a model is made ready for training (seeded init or
-weights from `train.init_from`, activation checkpointing, `torch.compile`); a
-distributed trainer slots `parallelize(model, mesh)` in here, leaving the model
-code itself single-device.
+`build_components` is the one place a model is made ready for training: seeded initialisation
+or `train.init_from` weights, then the parallelisms of the run's `ParallelPlan` applied from
+outside (`distributed.parallelize`: TP → activation checkpointing → compile → FSDP2/DDP; for
+one process only the last two), leaving the model code itself single-device.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,27 +15,33 @@ from typing import Any
 import torch
 from torch import nn
 
-from clusterlm.config.run import RunConfig
+from clusterlm.checkpoint.load import open_model
+from clusterlm.config.model import ModelConfig
+from clusterlm.config.run import RunConfig, parallel_plan
 from clusterlm.config.train import TrainConfig
+from clusterlm.data.loader import Dataset, TokenLoader
+from clusterlm.distributed.comm_stats import CommRecorder
+from clusterlm.distributed.parallelize import Parallelized, parallelize
 from clusterlm.errors import CheckpointError, ConfigError, DataError
-from clusterlm.model.config import ModelConfig
-from clusterlm.train.world import World
+from clusterlm.model.build import build_model
+from clusterlm.runtime.mesh import Layout, make_layout
+from clusterlm.runtime.precision import Precision, select_precision
+from clusterlm.runtime.process import Process
+from clusterlm.train.optim import WarmupCosineSchedule, build_optimizer
 
 # Fields that do not change the shape or meaning of the weights; a checkpoint may be
 # resumed or used for init with different values of these.
 _NON_WEIGHT_FIELDS = ("preset", "dropout", "init_std")
 
 
-def open_dataset(cfg: RunConfig) -> Any:
+def open_dataset(cfg: RunConfig) -> Dataset:
     """The dataset dir named by `data.dir`, opened and verified (DataError otherwise)."""
-    from clusterlm.data.loader import Dataset
-
     if not cfg.data.dir:
         raise ConfigError("data.dir is not set: point it at a dataset dir made by 'clusterlm prepare'")
     return Dataset.open(cfg.data.dir)
 
 
-def resolve_model_config(model_cfg: ModelConfig, dataset: Any, train_cfg: TrainConfig) -> ModelConfig:
+def resolve_model_config(model_cfg: ModelConfig, dataset: Dataset, train_cfg: TrainConfig) -> ModelConfig:
     """Fill the vocabulary from the dataset and check the model can read its batches."""
     vocab = dataset.vocab_size
     if model_cfg.vocab_size is None:
@@ -54,28 +59,8 @@ def resolve_model_config(model_cfg: ModelConfig, dataset: Any, train_cfg: TrainC
     return model_cfg
 
 
-def resolve_grad_accum(train_cfg: TrainConfig, world: World) -> int:
-    """Micro-batches per optimizer step on each rank, from batch_size or grad_accum."""
-    if train_cfg.batch_size is None:
-        return train_cfg.grad_accum
-    per_step = train_cfg.micro_batch * world.dp_world_size
-    if train_cfg.batch_size % per_step:
-        raise ConfigError(
-            f"train.batch_size ({train_cfg.batch_size}) is not a multiple of micro_batch × data-parallel "
-            f"ranks ({train_cfg.micro_batch} × {world.dp_world_size} = {per_step})"
-        )
-    accum = train_cfg.batch_size // per_step
-    if "grad_accum" in train_cfg.model_fields_set and train_cfg.grad_accum != accum:
-        raise ConfigError(
-            f"train.grad_accum ({train_cfg.grad_accum}) contradicts train.batch_size ({train_cfg.batch_size}) "
-            f"= micro_batch {train_cfg.micro_batch} × ranks {world.dp_world_size} × accumulation {accum}; "
-            "set only one of them"
-        )
-    return accum
-
-
-def check_splits(dataset: Any, seq_len: int, micro_batch: int) -> None:
-    """Both splits must hold at least one window; training needs one micro-batch's worth."""
+def check_splits(dataset: Dataset, seq_len: int) -> None:
+    """Both splits must hold at least one window."""
     for split in ("train", "val"):
         n = dataset.num_tokens(split)
         if n < seq_len + 1:
@@ -92,116 +77,89 @@ def same_weights_config(a: ModelConfig | dict[str, Any], b: ModelConfig | dict[s
     # Compare resolved configs so `preset: tiny` and its expanded fields agree.
     ra = ModelConfig.model_validate({k: v for k, v in da.items() if k != "preset"})
     rb = ModelConfig.model_validate({k: v for k, v in db.items() if k != "preset"})
+    derived = {"d_ff": "ffn_dim", "bias": "use_bias", "n_kv_head": "kv_heads"}  # compare by effect
     diffs = []
     for name in ModelConfig.model_fields:
         if name in _NON_WEIGHT_FIELDS:
             continue
-        va, vb = getattr(ra, name), getattr(rb, name)
-        # Derived defaults (d_ff None vs 4·d, bias None vs True) compare by their effect.
-        if name == "d_ff":
-            va, vb = ra.ffn_dim, rb.ffn_dim
-        elif name == "bias":
-            va, vb = ra.use_bias, rb.use_bias
-        elif name == "n_kv_head":
-            va, vb = ra.kv_heads, rb.kv_heads
+        va, vb = getattr(ra, derived.get(name, name)), getattr(rb, derived.get(name, name))
         if va != vb:
             diffs.append(f"{name} {vb} vs {va}")
     return diffs
 
 
 def describe_mismatch(diffs: list[str]) -> str:
-    shown = ", ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
-    return shown
+    return ", ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
 
 
 @dataclass
-class ModelHandles:
+class Components:
+    """Everything the step loop and its callbacks work on."""
+
+    dataset: Dataset
+    model_cfg: ModelConfig
+    layout: Layout
+    device: torch.device
+    precision: Precision
     model: nn.Module  # the plain module: checkpoints are saved from and loaded into this
-    train_module: nn.Module  # what the loop calls (possibly compiled); shares parameters with `model`
-    parallel: Any = None  # clusterlm.distributed.parallelize.Parallelized for distributed runs
+    parallel: Parallelized  # what the loop calls (possibly compiled / DDP-wrapped) and how it syncs
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosineSchedule
+    scaler: torch.amp.GradScaler | None
+    loader: Any  # TokenLoader (tests substitute any iterator of (x, y))
+    recorder: CommRecorder | None = None
 
     @property
     def fused_loss(self) -> bool:
-        """Whether the loop may call `train_module(x, targets=y)`, the output projection fused with
+        """Whether the loop may call `module(x, targets=y)`, the output projection fused with
         cross-entropy (model/loss.py: same value and gradients, no (B·T, V) logits tensor, ~10 %
         faster on small CPU models). Not with a tensor-parallel (sharded) output head."""
-        return self.parallel is None or not self.parallel.tensor_parallel
+        return not self.parallel.tensor_parallel
 
     def micro_step(self, sync: bool) -> Any:
-        """Context for one micro-batch's forward + backward. `sync=False` (every micro-batch but
-        an accumulation's last) lets DDP/FSDP skip the gradient reduction; no-op for one process."""
-        if self.parallel is None:
-            return contextlib.nullcontext()
+        """Context for one micro-batch's forward + backward. `sync=False` (every micro-batch but an
+        accumulation's last) lets DDP/FSDP skip the gradient reduction; no-op for one process."""
         return self.parallel.micro_step(self.model, sync)
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         """Clip the global gradient norm (over all shards) and return it as a plain tensor."""
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        full = getattr(norm, "full_tensor", None)  # a DTensor when parameters are sharded
-        return full() if full is not None else norm
-
-
-def setup_model(model_cfg: ModelConfig, train_cfg: TrainConfig, world: World,
-                init_from: str | Path | None = None) -> ModelHandles:
-    """Build the model on the world's device: seeded init or `init_from` weights, then AC and compile."""
-    from clusterlm.model.build import build_model
-
-    torch.manual_seed(train_cfg.seed)
-    model = build_model(model_cfg, device="cpu")
-    if hasattr(model, "init_weights"):
-        model.init_weights(train_cfg.seed)
-    if init_from is not None:
-        load_init_weights(model, model_cfg, init_from)
-    model.train()
-    # Distributed runs: TP → activation checkpointing → compile → FSDP2/DDP, applied from outside.
-    parallel = world.parallelize(model, train_cfg)
-    if parallel is not None:
-        return ModelHandles(model=model, train_module=parallel.train_module, parallel=parallel)
-    model.to(world.device)
-    if train_cfg.activation_checkpointing:
-        apply_activation_checkpointing(model)
-    train_module: nn.Module = model
-    if train_cfg.compile:
-        # The compiled wrapper shares the parameters; checkpoints are always written from
-        # `model`, so no `_orig_mod.` prefixes ever reach a state dict on disk.
-        train_module = torch.compile(model)  # type: ignore[assignment]
-    return ModelHandles(model=model, train_module=train_module)
-
-
-def apply_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each transformer block in backward instead of storing its activations.
-
-    torch's checkpoint wrapper keeps state-dict keys unchanged, so checkpoints are
-    interchangeable with runs without it; the RNG state is replayed so dropout masks match.
-    """
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
-
-    layers = getattr(model, "layers", None)
-    if not isinstance(layers, nn.ModuleDict):
-        raise ConfigError("train.activation_checkpointing applies to transformer models (model.layers)")
-    for name in list(layers.keys()):
-        layers[name] = checkpoint_wrapper(
-            layers[name], checkpoint_impl=CheckpointImpl.NO_REENTRANT, preserve_rng_state=True
-        )
+        return self.parallel.clip_grad_norm(self.model, max_norm)
 
 
 def load_init_weights(model: nn.Module, model_cfg: ModelConfig, source: str | Path) -> Path:
-    """`train.init_from`: weights only (no optimizer state) from a checkpoint, run dir,
-    single-file export or HF model dir; the architecture must match the run's model config."""
-    from clusterlm.model.serialization import load_model_dir, load_state
-
-    loaded = load_model_dir(source, device="cpu")
-    diffs = same_weights_config(model_cfg, loaded.config)
+    """`train.init_from`: weights only (no optimizer state) from a checkpoint, run dir, single-file
+    export or HF model dir, into the (possibly already sharded) model; the architecture must match."""
+    found = open_model(source)
+    diffs = same_weights_config(model_cfg, found.config)
     if diffs:
         raise CheckpointError(
-            f"train.init_from {loaded.path} holds a different model config ({describe_mismatch(diffs)}); "
+            f"train.init_from {found.path} holds a different model config ({describe_mismatch(diffs)}); "
             "use a matching model config"
         )
-    load_state(model, loaded.model.state_dict(), loaded.path)
-    return loaded.path
+    found.load_into(model)
+    return found.path
 
 
-def read_meta(ckpt_dir: Path) -> dict[str, Any]:
-    from clusterlm.model.serialization import read_meta as _read_meta
-
-    return _read_meta(Path(ckpt_dir))
+def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_cfg: ModelConfig,
+                     init_from: str | None) -> Components:
+    """The model on this rank's device with the run's layout applied, and its optimizer and loader."""
+    tcfg, pcfg = cfg.train, cfg.parallel
+    plan = parallel_plan(cfg.model_copy(update={"model": model_cfg}), process.world_size)
+    layout = make_layout(plan, process.rank, process.world_size, process.device.type)
+    precision = select_precision(tcfg.precision, process.device, process.collectives,
+                                 fp16_ok=not (plan.fsdp or plan.tp > 1))
+    torch.manual_seed(tcfg.seed)
+    model = build_model(model_cfg, device="cpu")
+    model.init_weights(tcfg.seed)
+    if init_from is not None:
+        load_init_weights(model, model_cfg, init_from)
+    model.train()
+    recorder = CommRecorder() if process.distributed and pcfg.comm_stats else None
+    parallel = parallelize(model, layout, pcfg, process.device, precision=precision.name, compile=tcfg.compile,
+                           recorder=recorder)
+    optimizer = build_optimizer(model, tcfg)
+    scaler = torch.amp.GradScaler(process.device.type) if precision.needs_grad_scaler else None
+    loader = TokenLoader(dataset, "train", tcfg.micro_batch, tcfg.seq_len, seed=tcfg.seed,
+                         rank=layout.dp_rank, world_size=layout.dp_size, mode="random")
+    return Components(dataset, model_cfg, layout, process.device, precision, model, parallel, optimizer,
+                      WarmupCosineSchedule.from_config(tcfg), scaler, loader, recorder)

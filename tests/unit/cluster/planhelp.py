@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from clusterlm.cluster.spec import ClusterSpec, resolve
 from clusterlm.config.base import validate
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 
 def toy_cluster(nodes: int = 2, gpus_per_node: int = 4, **accelerator):

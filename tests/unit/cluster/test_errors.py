@@ -7,7 +7,7 @@ import pytest
 from clusterlm.cluster.estimator import Execution, Workload, estimate
 from clusterlm.cluster.spec import load_cluster
 from clusterlm.errors import ConfigError
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 from planhelp import gpt, toy_cluster
 

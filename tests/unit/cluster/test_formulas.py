@@ -16,7 +16,7 @@ from clusterlm.cluster.memory import (
     layer_activation_bytes,
     stage_params,
 )
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.model.flops import flops_per_token, param_count, recompute_flops_per_token
 
 from planhelp import gpt, toy_cluster

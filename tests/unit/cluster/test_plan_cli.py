@@ -84,7 +84,8 @@ def test_plan_from_a_run_config_uses_its_train_settings(tmp_path, capsys):
       "--parallel", "t=8,p=4,d=4"], "t·p·d = 8·4·4 = 128 but the cluster has 64"),
     (["--model", "gpt3-1T", "--cluster", "dgx-a100-superpod", "--batch", "8"], "unknown model preset"),
     (["--model", "gpt3-175B", "--cluster", "dgx-a1000", "--batch", "8"], "unknown cluster 'dgx-a1000'"),
-    (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod"], "--batch"),
+    (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--batch", "-8"], "--batch"),
+    (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--seq", "0"], "--seq"),
     (["--model", "tiny", "--cluster", "local", "--batch", "8"], "vocab_size"),
 ])
 def test_plan_errors_are_one_line_exit_2(capsys, argv, message):

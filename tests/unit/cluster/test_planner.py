@@ -8,7 +8,7 @@ from clusterlm.cluster.estimator import Execution, Workload
 from clusterlm.cluster.planner import complete_degrees, parse_parallel, search, to_json
 from clusterlm.cluster.spec import load_cluster
 from clusterlm.errors import ConfigError
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 from planhelp import gpt, toy_cluster
 

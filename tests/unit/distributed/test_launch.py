@@ -101,7 +101,6 @@ def test_cli_checks_config_and_degrees(tmp_path, capsys):
     assert "multiply to 8" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_loopback_sbatch_script_runs_two_node_agents(tmp_path):
     """Outside Slurm the script starts both 'nodes' on 127.0.0.1 and they rendezvous (c10d)."""
     worker = tmp_path / "worker.py"

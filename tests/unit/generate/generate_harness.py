@@ -6,7 +6,7 @@ import torch
 
 from clusterlm.generate.sampling import SamplingSettings
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 VOCAB = 61
 STYLES = {

@@ -7,8 +7,9 @@ import torch
 
 from clusterlm.cli.main import main
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
-from clusterlm.model.serialization import load_model_dir, save_model_dir
+from clusterlm.config.model import ModelConfig
+from clusterlm.checkpoint.formats import save_model_dir
+from clusterlm.checkpoint.load import load_model as load_model_dir
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from clusterlm.generate.generator import GenerationSettings, StreamDecoder, gene
 from clusterlm.generate.kv_cache import KVCache, RecurrentState, new_cache
 from clusterlm.generate.sampling import SamplingSettings, filter_logits, sample_next
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 _model = tiny_model
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.model.flops import flops_per_token, matmul_param_count, mfu, param_count
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.model.loss import linear_cross_entropy
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.model.flops import param_count
-from clusterlm.model.presets import preset_names, published_params
+from clusterlm.config.presets import preset_names, published_params
 
 
 @pytest.mark.parametrize("name", preset_names())

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.model.layers import Attention, rope_tables
 
 STYLES = {"gpt2": dict(style="gpt2", n_head=4), "llama": dict(style="llama", n_head=4, n_kv_head=2)}

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 API_KEY = "test-key-123"
 

@@ -19,7 +19,7 @@ from clusterlm.data.tokenizer import EOS_TOKEN
 from clusterlm.generate.generator import GenerationSettings, generate_ids, generate_text
 from clusterlm.generate.sampling import SamplingSettings
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 from clusterlm.generate.text import first_stop, partial_stop_length
 
 PROMPT = "hello world"
@@ -275,7 +275,7 @@ def _free_port() -> int:
 
 @pytest.mark.timeout(60)
 def test_serve_runs_uvicorn_on_localhost(model, tokenizer, tmp_path):
-    from clusterlm.model.serialization import save_model_dir
+    from clusterlm.checkpoint.formats import save_model_dir
 
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     save_model_dir(tmp_path / "ckpt", model, model.config, tmp_path / "tokenizer.json", {"step": 1})

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from clusterlm.config.base import dump_yaml
-from clusterlm.train.checkpoint import load_train_state
+from clusterlm.checkpoint.backends import load_train_state
 from clusterlm.train.trainer import Trainer
 
 # Runs in a child process: training whose second checkpoint hangs half-written
@@ -21,8 +21,8 @@ CHILD = r"""
 import sys, time
 from pathlib import Path
 from clusterlm.config.run import load_run_config
-from clusterlm.model.serialization import save_model_dir
-from clusterlm.train.checkpoint import LocalBackend
+from clusterlm.checkpoint.formats import save_model_dir
+from clusterlm.checkpoint.backends import LocalBackend
 from clusterlm.train.trainer import Trainer
 
 config_path, marker = sys.argv[1], Path(sys.argv[2])

@@ -33,7 +33,7 @@ def test_fresh_run_starts_a_new_file(tmp_path):
 
 
 def test_peak_flops_measured_once_then_cached_in_run_dir(tmp_path, monkeypatch):
-    import clusterlm.cluster.probe as probe
+    import clusterlm.train.peak as probe  # where the measurement is looked up
 
     calls = []
     monkeypatch.setattr(probe, "measure_matmul_flops", lambda *a, **k: calls.append(1) or 5e10)

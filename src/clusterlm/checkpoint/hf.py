@@ -1,4 +1,4 @@
-"""Hugging Face `transformers` interchange: export a model as an HF dir, import one back.
+"""Hugging Face `transformers` interchange: the HF dir format, export to it, `to_transformers`.
 
 An HF dir is `config.json` + `model.safetensors` (what `from_pretrained` loads offline):
 GPT-2 style ↔ `GPT2LMHeadModel`, Llama style ↔ `LlamaForCausalLM`. Both directions are
@@ -16,24 +16,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors_bytes
+from tokenizers import Tokenizer
 from torch import nn
 
-from clusterlm.errors import CheckpointError, UsageError
+from clusterlm.checkpoint.formats import ModelSource
+from clusterlm.checkpoint.layout import TOKENIZER_FILE, WEIGHTS_FILE
+from clusterlm.checkpoint.state import full_model_state, load_full_state
+from clusterlm.config.base import validate
+from clusterlm.config.model import ModelConfig
+from clusterlm.errors import CheckpointError, ConfigError, UsageError
 from clusterlm.fsio import atomic_write_bytes, atomic_write_json
-from clusterlm.model.config import ModelConfig
 
-WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 # Activations that equal our fused tanh-approximate GELU.
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-
-
-class HFLoaded(NamedTuple):
-    model: nn.Module
-    config: ModelConfig
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -115,9 +117,6 @@ def config_from_hf(hf: dict[str, Any], where: Path) -> ModelConfig:
                       tie_embeddings=hf.get("tie_word_embeddings", False))
     else:
         raise CheckpointError(f"{where}: model_type '{kind}' is not supported (gpt2 or llama)")
-    from clusterlm.config.base import validate
-    from clusterlm.errors import ConfigError
-
     try:
         return validate(ModelConfig, fields, prefix="model")
     except ConfigError as exc:
@@ -172,7 +171,7 @@ def _names(cfg: ModelConfig) -> list[tuple[str, str, bool]]:
 
 def to_hf_state(model: nn.Module, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Our state dict renamed (and for GPT-2 transposed / fused) to the HF layout."""
-    ours = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    ours = {k: v.detach().to("cpu", torch.float32) for k, v in full_model_state(model).items()}
     out = {theirs: (_t(ours[name]) if transpose else ours[name].contiguous())
            for name, theirs, transpose in _names(cfg)}
     if cfg.style == "gpt2":
@@ -211,7 +210,7 @@ def from_hf_state(hf: dict[str, torch.Tensor], cfg: ModelConfig, where: Path) ->
 def to_transformers(model: nn.Module, cfg: ModelConfig, attn_implementation: str = "sdpa") -> nn.Module:
     """The equivalent `transformers` model (GPT2LMHeadModel / LlamaForCausalLM) with the same weights,
     in memory; needs `transformers` installed (the `hf` extra)."""
-    import transformers
+    import transformers  # an optional dependency (the `hf` extra), heavy to import
 
     fields = {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type", "torch_dtype")}
     if cfg.style == "gpt2":
@@ -229,13 +228,11 @@ def to_transformers(model: nn.Module, cfg: ModelConfig, attn_implementation: str
 def save_hf_dir(out: Path, model: nn.Module, cfg: ModelConfig, tokenizer_path: Path | None = None,
                 eos_id: int | None = None) -> list[Path]:
     """Write an HF model dir into `out` (caller makes it atomic): config.json, model.safetensors, tokenizer."""
-    from safetensors.torch import save
-
     config = hf_config(cfg, eos_id=eos_id)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # transformers refuses safetensors files without format metadata.
-    atomic_write_bytes(out / WEIGHTS_FILE, save(to_hf_state(model, cfg), metadata={"format": "pt"}))
+    atomic_write_bytes(out / WEIGHTS_FILE, save_safetensors_bytes(to_hf_state(model, cfg), metadata={"format": "pt"}))
     atomic_write_json(out / "config.json", config)
     written = [out / "config.json", out / WEIGHTS_FILE]
     if tokenizer_path is not None:
@@ -253,16 +250,11 @@ def save_hf_dir(out: Path, model: nn.Module, cfg: ModelConfig, tokenizer_path: P
 def _eos_token(tokenizer_path: Path, eos_id: int | None) -> str | None:
     if eos_id is None:
         return None
-    from tokenizers import Tokenizer
-
     return Tokenizer.from_file(str(tokenizer_path)).id_to_token(eos_id)
 
 
 def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of an HF dir's safetensors (single file or sharded with an index)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if (path / WEIGHTS_FILE).is_file():
         files = [path / WEIGHTS_FILE]
     elif (path / INDEX_FILE).is_file():
@@ -283,25 +275,25 @@ def read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_hf_dir(path: str | Path, device: torch.device | str = "cpu") -> HFLoaded:
-    """Import an HF GPT-2 / Llama dir as our model (eval mode) and its `ModelConfig`.
+class HFDir:
+    """A Hugging Face model dir (config.json + safetensors weights) of a GPT-2 or Llama model."""
 
-    Unpacks as `(model, cfg)`; `train.init_from=HF_DIR` uses it for pretrained initialisation.
-    """
-    from clusterlm.model.serialization import load_state, materialize
+    name = "hf"
 
-    path = Path(path)
-    try:
-        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} has no config.json (not an HF model dir)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path / 'config.json'} is corrupted (not valid JSON)") from None
-    if not isinstance(hf, dict):
-        raise CheckpointError(f"{path / 'config.json'} is not a JSON object")
-    cfg = config_from_hf(hf, path)
-    state = from_hf_state(read_hf_weights(path), cfg, path)
-    model = materialize(cfg, device)
-    load_state(model, state, path)
-    model.eval()
-    return HFLoaded(model, cfg)
+    def matches(self, path: Path) -> bool:
+        return path.is_dir() and (path / "config.json").is_file()
+
+    def open(self, path: Path) -> ModelSource:
+        try:
+            hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CheckpointError(f"{path} has no config.json (not an HF model dir)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise CheckpointError(f"{path / 'config.json'} is corrupted (not valid JSON)") from None
+        if not isinstance(hf, dict):
+            raise CheckpointError(f"{path / 'config.json'} is not a JSON object")
+        tokenizer = path / TOKENIZER_FILE
+        return ModelSource(path, config_from_hf(hf, path), self, {}, tokenizer if tokenizer.is_file() else None)
+
+    def load_weights(self, source: ModelSource, model: nn.Module, verify: bool = True) -> None:
+        load_full_state(model, from_hf_state(read_hf_weights(source.path), source.config, source.path), source.path)

@@ -9,13 +9,10 @@ import torch
 
 from clusterlm.errors import CheckpointError
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
-from clusterlm.model.serialization import (
-    load_model_dir,
-    resolve_checkpoint,
-    save_model_dir,
-    save_single_file,
-)
+from clusterlm.config.model import ModelConfig
+from clusterlm.checkpoint.formats import save_model_dir, save_single_file
+from clusterlm.checkpoint.load import load_model as load_model_dir
+from clusterlm.checkpoint.load import resolve_checkpoint
 
 CFG = ModelConfig(style="llama", n_layer=2, n_head=4, n_kv_head=2, d_model=32, vocab_size=50, max_seq_len=16)
 

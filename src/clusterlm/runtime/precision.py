@@ -15,32 +15,14 @@ from dataclasses import dataclass
 import torch
 
 from clusterlm.errors import ConfigError
+from clusterlm.runtime.collectives import Collectives
+from clusterlm.runtime.measure import cpu_matmul_speeds
 
 # On CPU, bf16 autocast also casts activations back and forth; it only pays off when
 # its matmuls are clearly faster than fp32 ones.
 CPU_BF16_MIN_SPEEDUP = 1.5
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(spec: str) -> torch.device:
-    """`auto` → the first CUDA GPU if present, else CPU; explicit devices are checked."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"train.device: unknown device '{spec}' (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device is 'cuda' but no CUDA GPU is available; use train.device=cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"train.device {spec}: only {torch.cuda.device_count()} CUDA device(s) present"
-            )
-    elif device.type not in ("cpu", "mps"):
-        raise ConfigError(f"train.device: unsupported device type '{device.type}'")
-    return device
 
 
 @dataclass(frozen=True)
@@ -71,8 +53,14 @@ class Precision:
             yield
 
 
-def select_precision(requested: str, device: torch.device) -> Precision:
-    """Resolve `train.precision` for `device`; impossible combinations are ConfigErrors."""
+def select_precision(requested: str, device: torch.device, collectives: Collectives | None = None,
+                     fp16_ok: bool = True) -> Precision:
+    """Resolve `train.precision` for `device`; impossible combinations are ConfigErrors.
+
+    `auto` on a CPU times bf16 against fp32. Timings differ from rank to rank (and with load), so
+    with several processes rank 0 measures and every rank takes its answer: ranks never disagree.
+    `fp16_ok=False` (a layout without a sharded gradient scaler: FSDP2, tensor parallel) keeps
+    `auto` from choosing fp16."""
     if requested == "fp32":
         return Precision("fp32", "requested")
     if device.type == "cuda":
@@ -80,6 +68,8 @@ def select_precision(requested: str, device: torch.device) -> Precision:
         if requested == "auto":
             if bf16_ok:
                 return Precision("bf16", "auto: GPU supports bf16")
+            if not fp16_ok:
+                return Precision("fp32", "auto: GPU lacks bf16 and fp16 needs an unsharded gradient scaler")
             return Precision("fp16", "auto: GPU lacks bf16, using fp16 with loss scaling")
         if requested == "bf16" and not bf16_ok:
             raise ConfigError("train.precision=bf16: this GPU does not support bf16; use fp16 or fp32")
@@ -88,21 +78,15 @@ def select_precision(requested: str, device: torch.device) -> Precision:
         raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (device is {device.type}); use bf16 or fp32")
     if requested == "bf16":
         return Precision("bf16", "requested")
-    # auto on CPU (or other non-CUDA devices): measure, never assume.
-    if device.type != "cpu":
-        return Precision("fp32", f"auto: fp32 on {device.type}")
+    # auto on CPU: measure, never assume.
+    collectives = collectives or Collectives()
+    name, reason = collectives.decide_on_main(_measured_cpu_choice)
+    return Precision(name, reason)
+
+
+def _measured_cpu_choice() -> tuple[str, str]:
     fp32, bf16 = cpu_matmul_speeds()
     speedup = bf16 / fp32
     if speedup >= CPU_BF16_MIN_SPEEDUP:
-        return Precision("bf16", f"auto: CPU bf16 matmul measured {speedup:.1f}× fp32")
-    return Precision("fp32", f"auto: CPU bf16 matmul measured {speedup:.2f}× fp32")
-
-
-def cpu_matmul_speeds(n: int = 256, min_seconds: float = 0.05) -> tuple[float, float]:
-    """(fp32, bf16) FLOP/s of a small CPU matmul; ~0.2 s even where bf16 is emulated."""
-    from clusterlm.cluster.probe import measure_matmul_flops
-
-    with torch.random.fork_rng(devices=[]):  # the probe's random matrices must not shift the run's RNG
-        fp32 = measure_matmul_flops(torch.float32, "cpu", n=n, min_seconds=min_seconds)
-        bf16 = measure_matmul_flops(torch.bfloat16, "cpu", n=n, min_seconds=min_seconds)
-    return fp32, bf16
+        return "bf16", f"auto: CPU bf16 matmul measured {speedup:.1f}× fp32"
+    return "fp32", f"auto: CPU bf16 matmul measured {speedup:.2f}× fp32"

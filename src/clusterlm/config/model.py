@@ -2,7 +2,7 @@
 
 The same `ModelConfig` is used to build a model for training and, on the meta
 device or purely analytically (`model/flops.py`), to plan a run on a cluster.
-A `preset:` key expands to a named shape from `model/presets.py`; any other key
+A `preset:` key expands to a named shape from `config/presets.py`; any other key
 given alongside it overrides the preset's value.
 """
 
@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from clusterlm.config.base import Section
+from clusterlm.config.presets import preset_fields
+from clusterlm.errors import ConfigError
 
 Style = Literal["gpt2", "llama", "rnn", "lstm", "gru"]
 TRANSFORMER_STYLES = ("gpt2", "llama")
@@ -45,8 +47,6 @@ class ModelConfig(Section):
     @classmethod
     def _expand_preset(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("preset"):
-            from clusterlm.model.presets import preset_fields
-
             merged = dict(preset_fields(data["preset"]))
             merged.update(data)
             return merged
@@ -103,8 +103,6 @@ class ModelConfig(Section):
 
     def require_vocab(self) -> int:
         if self.vocab_size is None:
-            from clusterlm.errors import ConfigError
-
             raise ConfigError("model.vocab_size is not set (it comes from the dataset's tokenizer)")
         return self.vocab_size
 

@@ -5,11 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from clusterlm.train.checkpoint import CheckpointManager, checkpoint_name
+from clusterlm.checkpoint.layout import checkpoint_name
+from clusterlm.checkpoint.store import CheckpointStore as CheckpointManager
 
 
 class _JsonBackend:
     """Backend stand-in: the manager's job (dirs, pointer, rotation) is independent of contents."""
+
+    collective = False
 
     def __init__(self, fail_on_step: int | None = None) -> None:
         self.fail_on_step = fail_on_step

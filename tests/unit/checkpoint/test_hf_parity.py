@@ -1,4 +1,4 @@
-"""Logit parity with HF transformers on tiny random configs, through `model/hf.py` both ways."""
+"""Logit parity with HF transformers on tiny random configs, through `checkpoint/hf.py` both ways."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import torch
 
 from clusterlm.errors import CheckpointError, UsageError
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
-from clusterlm.model.hf import load_hf_dir, save_hf_dir, to_transformers
+from clusterlm.config.model import ModelConfig
+from clusterlm.checkpoint.hf import save_hf_dir, to_transformers
+from clusterlm.checkpoint.load import load_model
+
+
+def load_hf_dir(path):
+    loaded = load_model(path)
+    return loaded.model, loaded.config
 
 transformers = pytest.importorskip("transformers")
 

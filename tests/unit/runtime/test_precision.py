@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from clusterlm.errors import ConfigError
-from clusterlm.train import precision as prec
+from clusterlm.runtime import precision as prec
+from clusterlm.runtime.device import resolve_device
 
 
 def test_cpu_auto_follows_measured_speed(monkeypatch):
@@ -32,9 +33,9 @@ def test_bf16_autocast_runs_matmul_in_bf16_on_cpu():
 
 
 def test_device_resolution_errors():
-    assert prec.resolve_device("cpu").type == "cpu"
+    assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
-            prec.resolve_device("cuda")
+            resolve_device("cuda")
     with pytest.raises(ConfigError):
-        prec.resolve_device("tpu9")
+        resolve_device("tpu9")

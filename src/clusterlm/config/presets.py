@@ -9,6 +9,7 @@ the small ones are meant to be trained on a laptop.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from clusterlm.errors import ConfigError
@@ -80,8 +81,6 @@ def preset_names() -> list[str]:
 def preset_fields(name: str) -> dict[str, Any]:
     """Config fields of a preset (without the published-figure metadata)."""
     if name not in PRESETS:
-        import difflib
-
         close = difflib.get_close_matches(name, PRESETS, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(PRESETS)}"
         raise ConfigError(f"unknown model preset '{name}'{hint}")

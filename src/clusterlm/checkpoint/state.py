@@ -1,0 +1,150 @@
+"""State dicts of models and optimizers — the one path every load and save goes through.
+
+`torch.distributed.checkpoint.state_dict` (`get_/set_model_state_dict`, `get_/set_optimizer_state_dict`)
+gives fully-qualified names that are the same for a plain model, an FSDP2/TP-sharded one, or a
+model wrapped for activation checkpointing or compile; one process is simply world size 1. So a
+single-file checkpoint loads into a sharded model and a sharded one into a plain model by the
+same calls, with our own checks (missing, unexpected, wrong shape) in front for one-line errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from clusterlm.errors import CheckpointError
+
+_TENSOR = "__tensor__"
+_WRAPPERS = ("_checkpoint_wrapped_module.", "_orig_mod.", "module.")
+
+
+def clean_fqn(name: str) -> str:
+    """A parameter name without activation-checkpoint / compile / DDP wrapper prefixes."""
+    for wrapper in _WRAPPERS:
+        name = name.replace(wrapper, "")
+    return name
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors by name: local shards (DTensors) for a sharded model, plain tensors otherwise."""
+    return get_model_state_dict(model)
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Whole tensors on the CPU (gathered from the shards of a parallel model; a collective then)."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """Names that share one parameter (a tied output head and embedding)."""
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(clean_fqn(name))
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def load_full_state(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path | str) -> None:
+    """Load whole tensors (e.g. read from safetensors) into `model`, plain or sharded, strictly.
+
+    Tied tensors may be stored under one of their names. Anything that does not fit the model is a
+    CheckpointError naming the first mismatch."""
+    tensors = dict(tensors)
+    for names in tied_groups(model):
+        present = [n for n in names if n in tensors]
+        for n in names:
+            if present:
+                tensors.setdefault(n, tensors[present[0]])
+    expected = {name: tuple(t.shape) for name, t in model_state(model).items()}  # global shapes
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{where} does not match the model config ({what})")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != expected[name]:
+            raise CheckpointError(f"{where} does not match the model config: {name} has shape "
+                                  f"{tuple(tensor.shape)}, the config needs {expected[name]}")
+    # Every rank must hand the tensors over in the same order: loading full tensors into a sharded
+    # model scatters them key by key (and safetensors returns its keys in hash order).
+    ordered = {name: tensors[name] for name in expected}
+    set_model_state_dict(model, ordered, options=StateDictOptions(full_state_dict=True, strict=True))
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load tensors in the layout `model_state` returned (already resharded for this model)."""
+    set_model_state_dict(model, state)
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    return get_optimizer_state_dict(model, optimizer)
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                         full: bool = False) -> None:
+    options = StateDictOptions(full_state_dict=True, strict=True) if full else None
+    set_optimizer_state_dict(model, optimizer, state, options=options)
+
+
+def optimizer_by_fqn(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
+    """A `torch.optim` state dict (params numbered in group order) re-keyed by parameter names.
+
+    The optimizer was built by the same `build_optimizer` on a model with the same parameter
+    order, so number i here is number i in the checkpoint."""
+    names = {id(p): clean_fqn(n) for n, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    try:
+        saved_groups = saved["param_groups"]
+        if sum(len(g["params"]) for g in saved_groups) != len(order):
+            raise CheckpointError("checkpoint optimizer state has a different number of parameters than this model")
+        state = {order[int(i)]: s for i, s in saved["state"].items()}
+        groups = [{**g, "params": [order[int(i)] for i in g["params"]]} for g in saved_groups]
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        raise CheckpointError("checkpoint optimizer state is malformed") from None
+    return {"state": state, "param_groups": groups}
+
+
+# --------------------------------------------------------------------------- nested state ↔ JSON + tensors
+def split_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Replace every tensor leaf of a nested dict/list by a reference; return (skeleton, tensors).
+
+    The skeleton is JSON data (tuples become lists); the tensors are a flat dict for DCP.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x: Any, path: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            tensors[path] = x
+            return {_TENSOR: path}
+        if isinstance(x, dict):
+            return {str(k): walk(v, f"{path}.{k}" if path else str(k)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(x)]
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise CheckpointError(f"cannot checkpoint a value of type {type(x).__name__} at '{path}'")
+
+    return walk(obj, prefix), tensors
+
+
+def merge_tensors(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of `split_tensors`."""
+    if isinstance(skeleton, dict):
+        if set(skeleton) == {_TENSOR}:
+            key = skeleton[_TENSOR]
+            if key not in tensors:
+                raise CheckpointError(f"checkpoint lacks tensor '{key}'")
+            return tensors[key]
+        return {k: merge_tensors(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [merge_tensors(v, tensors) for v in skeleton]
+    return skeleton
