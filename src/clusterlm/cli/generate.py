@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # annotation only: importing it at run time would pull torch into `--help`
-    from clusterlm.checkpoint.load import LoadedModel
+import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,50 +30,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-echo", action="store_true", help="print only the continuation, not the prompt")
 
 
-def load_for_generation(checkpoint: str, device_name: str) -> LoadedModel:
-    """Load CKPT (in eval mode) on --device, insisting on a tokenizer; bad input is a one-line error.
-
-    Shared by `generate` and `serve`, so both accept exactly the same CKPT and --device values.
-    """
-    from clusterlm.checkpoint.load import load_model
-    from clusterlm.errors import CheckpointError
-    from clusterlm.runtime.device import resolve_device
-
-    loaded = load_model(checkpoint, device=resolve_device(device_name, option="--device"))
-    if loaded.tokenizer is None:
-        raise CheckpointError(f"{loaded.path} has no tokenizer.json; cannot encode the prompt")
-    return loaded
-
-
 def run(args: argparse.Namespace) -> int:
-    import time
-
-    from clusterlm.data.tokenizer import EOS_TOKEN
-    from clusterlm.generate.generator import GenerationSettings, StreamDecoder, context_limit, generate_ids
+    from clusterlm.generate.generator import GenerationSettings, generate_text
+    from clusterlm.generate.loading import eos_id, load_for_generation
     from clusterlm.generate.sampling import SamplingSettings
 
     sampling = SamplingSettings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     loaded = load_for_generation(args.checkpoint, args.device)
-    tokenizer = loaded.tokenizer
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, sampling=sampling, seed=args.seed,
-                                  use_kv_cache=not args.no_kv_cache, eos_id=tokenizer.token_to_id(EOS_TOKEN))
-    prompt_ids = tokenizer.encode(args.prompt).ids
-    limit = context_limit(loaded.model)
-    if limit is not None and len(prompt_ids) > limit:
-        sys.stderr.write(f"note: the prompt has {len(prompt_ids)} tokens; the model sees its last {limit}\n")
+                                  use_kv_cache=not args.no_kv_cache, eos_id=eos_id(loaded.tokenizer))
+    stream = generate_text(loaded.model, loaded.tokenizer, args.prompt, settings)
+    if stream.cropped_to is not None:
+        sys.stderr.write(f"note: the prompt has {len(stream.prompt_ids)} tokens; "
+                         f"the model sees its last {stream.cropped_to}\n")
     out = sys.stdout
     if not args.no_echo:
         out.write(args.prompt)
         out.flush()
     started = time.perf_counter()
-    decoder = StreamDecoder(tokenizer, prompt_ids)
-    n_new = 0
-    for token_id in generate_ids(loaded.model, prompt_ids, settings):
-        n_new += 1
-        out.write(decoder.push(token_id))
+    for piece in stream:
+        out.write(piece)
         out.flush()
-    out.write(decoder.flush() + "\n")
-    out.flush()
+    out.write("\n")
     elapsed_s = time.perf_counter() - started
+    n_new = stream.completion_tokens
     sys.stderr.write(f"[{n_new} tokens in {elapsed_s:.2f} s, {n_new / max(elapsed_s, 1e-9):.1f} tok/s]\n")
     return 0

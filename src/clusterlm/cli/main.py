@@ -34,7 +34,7 @@ VERBS: dict[str, Verb] = {
     "train": Verb("train", "train a model from a config (one process, or many under torchrun)"),
     "eval": Verb("evaluate", "loss, perplexity, bits per byte and accuracy of a checkpoint"),
     "generate": Verb("generate", "generate text from a checkpoint (KV cache, streaming)"),
-    "serve": Verb("serve", "serve a checkpoint over HTTP (OpenAI-style /v1/completions)"),
+    "serve": Verb("serve", "serve a checkpoint over HTTP (OpenAI-style completions and chat)"),
     "export": Verb("export", "export a checkpoint to one safetensors file or HF transformers"),
     "cluster": Verb("cluster", "describe (show) or measure (probe) a cluster's hardware"),
     "plan": Verb("plan", "predict memory, time, energy and cost of a run on a cluster"),

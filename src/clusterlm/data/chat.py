@@ -26,12 +26,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 ROLES = ("system", "user", "assistant")
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 END_OF_TURN = "<|endoftext|>"  # the tokenizer's EOS token (clusterlm.data.tokenizer.EOS_TOKEN)
 
 
 def role_header(role: str) -> str:
     """The line that opens a turn of `role`."""
     return f"<|{role}|>\n"
+
+
+# A reply never contains a role marker. The server ends a reply at any of them as well as at
+# end-of-text: a model that was not fine-tuned to end its turns would otherwise go on to write
+# the next user turn itself.
+REPLY_STOPS = tuple(f"<|{role}|>" for role in ROLES)
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ def as_messages(items: Sequence[Mapping[str, str] | Message]) -> list[Message]:
         if not isinstance(item, Mapping) or not isinstance(item.get("role"), str) \
                 or not isinstance(item.get("content"), str):
             raise ValueError(f"message {i} must have string 'role' and 'content'")
-        out.append(Message(item["role"], item["content"]))
+        out.append(Message(ROLE_ALIASES.get(item["role"], item["role"]), item["content"]))
     return out
 
 

@@ -13,6 +13,12 @@ import torch
 from clusterlm.errors import UsageError
 
 
+# A nonzero temperature below this is greedy decoding in all but name, and far below it the
+# scaled logits overflow fp32 (1e-45 turns every logit into ±inf and sampling into NaN).
+MIN_TEMPERATURE = 1e-5
+MAX_TEMPERATURE = 100.0  # far past uniform sampling already
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     temperature: float = 1.0  # 0 = greedy (argmax)
@@ -20,12 +26,17 @@ class SamplingSettings:
     top_p: float | None = None  # keep the smallest set whose probability reaches p
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise UsageError(f"temperature must be ≥ 0, got {self.temperature}")
+        t = self.temperature
+        if not (t == 0.0 or MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):  # NaN fails every comparison
+            raise UsageError(f"temperature must be 0 (greedy) or in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {t}")
         if self.top_k is not None and self.top_k < 1:
             raise UsageError(f"top-k must be ≥ 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise UsageError(f"top-p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:

@@ -46,11 +46,13 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, T, H, D) by per-position angles; cos/sin are (T, D)."""
+    """Rotate (B, T, H, D) by per-position angles; cos/sin are (T, D), or (B, T, D) per row."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # rotate_half
-    cos = cos[None, :, None, :].to(x.dtype)  # (1, T, 1, D)
-    sin = sin[None, :, None, :].to(x.dtype)
+    if cos.dim() == 2:  # the same positions for every row
+        cos, sin = cos[None], sin[None]
+    cos = cos[:, :, None, :].to(x.dtype)  # (1 or B, T, 1, D)
+    sin = sin[:, :, None, :].to(x.dtype)
     return x * cos + rotated * sin
 
 
@@ -69,7 +71,9 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cache: Any = None, start_pos: int = 0) -> torch.Tensor:
+                cache: Any = None, start_pos: int | torch.Tensor = 0) -> torch.Tensor:
+        """`start_pos` is where this chunk starts: one int for every row, or a (B,) tensor when
+        rows are at different positions (batched decoding of sequences of different lengths)."""
         B, T, _ = x.shape
         # -1 heads: after tensor parallelism each rank holds n_head / tp of them.
         q = self.wq(x).view(B, T, -1, self.head_dim)  # (B, T, H, D)
@@ -86,7 +90,12 @@ class Attention(nn.Module):
         # and keys start together (training, prefill). A single new token sees everything
         # cached; a chunk appended to a cache needs the bottom-right-aligned mask spelled out.
         mask, causal = None, False
-        if T == S:
+        if isinstance(start_pos, torch.Tensor):
+            # Row b's query t is at position start_pos[b] + t and sees keys 0 … that position;
+            # slots past it belong to longer rows of the batch (or are stale) and are masked.
+            q_pos = start_pos[:, None] + torch.arange(T, device=x.device)  # (B, T)
+            mask = (torch.arange(S, device=x.device) <= q_pos[..., None])[:, None]  # (B, 1, T, S)
+        elif T == S:
             causal = True
         elif T > 1:
             q_pos = torch.arange(S - T, S, device=x.device)[:, None]
@@ -139,7 +148,7 @@ class Block(nn.Module):
         self.feed_forward = SwiGLU(cfg) if cfg.style == "llama" else MLP(cfg)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cache: Any = None, start_pos: int = 0) -> torch.Tensor:
+                cache: Any = None, start_pos: int | torch.Tensor = 0) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), rope, cache, start_pos)  # (B, T, C)
         return h + self.feed_forward(self.ffn_norm(h))
 

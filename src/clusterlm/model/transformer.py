@@ -92,18 +92,25 @@ class Transformer(nn.Module):
             self.rope_sin.copy_(sin)
 
 
-    def forward(self, tokens: torch.Tensor, kv_cache: Any = None, start_pos: int = 0,
+    def forward(self, tokens: torch.Tensor, kv_cache: Any = None, start_pos: int | torch.Tensor = 0,
                 targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tokens (B, T) at positions start_pos … start_pos + T − 1.
 
-        With `kv_cache` (see `clusterlm.generate.kv_cache.KVCache`) each attention layer appends
-        this chunk's keys/values at `start_pos` and attends over everything cached so far.
-        With `targets` (B, T) it returns the mean cross-entropy instead of the logits, computed
-        by `model/loss.py` without materialising them (same value as
+        `start_pos` is an int, or a (B,) tensor of per-row starts: batched decoding advances
+        sequences of different lengths together, each at its own position (see
+        `clusterlm.generate.engine`). With `kv_cache` (see `clusterlm.generate.kv_cache.KVCache`)
+        each attention layer writes this chunk's keys/values at those positions and attends over
+        everything cached so far. With `targets` (B, T) it returns the mean cross-entropy instead
+        of the logits, computed by `model/loss.py` without materialising them (same value as
         `F.cross_entropy(logits.flatten(0, 1), targets.flatten())`; not for a TP-sharded head).
         """
         B, T = tokens.shape[:2]
-        end = start_pos + T
+        if isinstance(start_pos, torch.Tensor):
+            positions = start_pos[:, None] + torch.arange(T, device=tokens.device)  # (B, T)
+            end = int(start_pos.max()) + T
+        else:
+            end = start_pos + T
+            positions = torch.arange(start_pos, end, device=tokens.device)  # (T,)
         if end > self.config.max_seq_len:
             raise ValueError(
                 f"positions up to {end} exceed the model's context of {self.config.max_seq_len} tokens"
@@ -113,12 +120,14 @@ class Transformer(nn.Module):
         if self.tok_embeddings is not None:
             x = self.tok_embeddings(tokens)  # (B, T, C)
             if self.pos_embeddings is not None:
-                positions = torch.arange(start_pos, end, device=tokens.device)
-                x = x + self.pos_embeddings(positions)  # (T, C) broadcast over B
+                x = x + self.pos_embeddings(positions)  # (T, C) broadcast over B, or (B, T, C)
             x = self.dropout(x)
         else:
             x = tokens
-        rope = (self.rope_cos[start_pos:end], self.rope_sin[start_pos:end]) if self.rope_cos is not None else None
+        rope = None
+        if self.rope_cos is not None:
+            index = positions if isinstance(start_pos, torch.Tensor) else slice(start_pos, end)
+            rope = (self.rope_cos[index], self.rope_sin[index])  # (T, D) or (B, T, D) each
         for i, block in self.layers.items():
             cache = kv_cache.layer(int(i)) if kv_cache is not None else None
             x = block(x, rope, cache, start_pos)

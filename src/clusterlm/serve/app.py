@@ -1,163 +1,235 @@
-"""The HTTP app: a subset of OpenAI's completions API in front of one loaded model.
+"""The HTTP app: OpenAI's completions and chat completions API in front of one loaded model.
 
-    GET  /health           liveness, and which model is loaded
-    GET  /v1/models        OpenAI's model list (one entry)
-    POST /v1/completions   text completion, whole (JSON) or streamed (server-sent events)
+    GET  /health                liveness, and which model is loaded
+    GET  /v1/models             OpenAI's model list (one entry); /v1/models/{id} for that entry
+    POST /v1/completions        text completion, whole (JSON) or streamed (server-sent events)
+    POST /v1/chat/completions   chat, with the template of clusterlm.data.chat
 
-`create_app` closes over the model, so there is no global state and tests can build as
-many apps as they like. Endpoints are plain `def`s: FastAPI runs them (and the iterator
-of a streaming response) in its thread pool, so a long generation never blocks the event
-loop. One model cannot run two generations at once (and would gain nothing from it on one
-device without batching), so a lock serialises them; requests queue in arrival order.
+`create_app` closes over the model, so there is no global state and tests can build as many
+apps as they like. Endpoints are `async`: they parse and validate on the event loop (prompts
+are tokenised in the thread pool, so a 1 MB prompt does not stall other clients), hand the
+sequences to the `Scheduler`'s decode thread, and await their tokens. All requests share that
+thread's batch (continuous batching, see clusterlm.generate.engine), so one long request never
+blocks another, and `max_batch=1` turns batching off.
 
-Errors use OpenAI's shape, `{"error": {"message", "type", "param"}}`, with status 400 for
-any bad request (FastAPI's default would be 422 with a differently shaped body), because
-OpenAI clients read `error.message`.
+A streamed response that fails midway cannot change its status any more: it ends with an
+OpenAI-shaped `data: {"error": …}` event and `data: [DONE]`, never an empty 200.
 """
 
 from __future__ import annotations
 
-import json
-import threading
+import asyncio
+import contextlib
+import logging
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
-from starlette.background import BackgroundTask
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 from torch import nn
 
 from clusterlm import __version__
-from clusterlm.errors import ClusterLMError, UsageError
-from clusterlm.generate.generator import GenerationSettings, context_limit
-from clusterlm.generate.sampling import SamplingSettings
-from clusterlm.serve.completion import CompletionStats, complete
+from clusterlm.data.chat import REPLY_STOPS, render_chat
+from clusterlm.errors import UsageError
+from clusterlm.generate.engine import context_limit
+from clusterlm.serve.completion import (DEFAULT_COMPLETION_TOKENS, Choice, Delta, Limits, check_prompt, prepare_choices,
+                                        resolve_max_tokens, stream_choices)
+from clusterlm.serve.errors import ApiError, BearerAuth, install_error_handlers, internal_error, read_body
+from clusterlm.serve.protocol import ChatCompletionRequest, CompletionRequest, parse
+from clusterlm.serve.responses import ResponseFormat, sse, usage
+from clusterlm.serve.scheduler import Scheduler
 
-DEFAULT_MAX_TOKENS = 64
-
-
-class CompletionRequest(BaseModel):
-    """The fields of OpenAI's `POST /v1/completions` that this server honours; others are ignored."""
-
-    model: str | None = None  # one model per server: accepted whatever it names
-    prompt: str
-    max_tokens: int | None = Field(None, ge=1)  # None: 64, or the server's limit if lower
-    temperature: float = Field(1.0, ge=0.0)  # 0 = greedy
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-
-
-def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": param}}
-    return JSONResponse(body, status_code=status)
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    """Pydantic's first complaint as one line naming the field: 'max_tokens: Input should be …'."""
-    first = exc.errors()[0]
-    if first["type"] == "json_invalid":
-        return "the request body is not valid JSON", None
-    loc = [part for part in first.get("loc", ()) if part != "body"]
-    field = str(loc[0]) if loc else None  # the request field; deeper parts name union branches
-    return f"{field or 'request body'}: {first['msg']}", field
+log = logging.getLogger("clusterlm.serve")
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_CHOICES = 64  # prompts × n in one request
 
 
 def create_app(model: nn.Module, tokenizer: Any, *, model_name: str, eos_id: int | None,
-               max_new_tokens_limit: int) -> FastAPI:
-    """An app serving `model` (in eval mode); a request may ask for ≤ `max_new_tokens_limit` new tokens."""
-    if max_new_tokens_limit < 1:
-        raise UsageError(f"max-new-tokens-limit must be ≥ 1, got {max_new_tokens_limit}")
-    app = FastAPI(title="clusterlm", version=__version__)
-    lock = threading.Lock()
-    model_card = {
-        "id": model_name, "object": "model", "created": int(time.time()), "owned_by": "clusterlm",
-        "params": sum(p.numel() for p in model.parameters()),
-        "max_seq_len": context_limit(model),  # None: a recurrent model, no window
-    }
+               max_new_tokens_limit: int, max_batch: int = 16, api_key: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """An app serving `model` (in eval mode) to up to `max_batch` sequences at once."""
+    for name, value in (("max-new-tokens-limit", max_new_tokens_limit), ("max-batch", max_batch),
+                        ("max-body-bytes", max_body_bytes)):
+        if value < 1:
+            raise UsageError(f"{name} must be ≥ 1, got {value}")
+    endpoints = Endpoints(model, tokenizer, model_name, eos_id, max_new_tokens_limit, max_batch, max_body_bytes)
 
-    @app.exception_handler(RequestValidationError)
-    def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(400, *_validation_message(exc))
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        endpoints.scheduler.start()
+        yield
+        endpoints.scheduler.stop()
 
-    @app.exception_handler(StarletteHTTPException)
-    def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "model": model_name}
-
-    @app.get("/v1/models")
-    def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card]}
-
-    def settings_for(request: CompletionRequest) -> GenerationSettings:
-        max_tokens = request.max_tokens
-        if max_tokens is None:
-            max_tokens = min(DEFAULT_MAX_TOKENS, max_new_tokens_limit)
-        if max_tokens > max_new_tokens_limit:
-            raise HTTPException(400, f"max_tokens must be ≤ {max_new_tokens_limit} (this server's limit), "
-                                     f"got {max_tokens}")
-        try:
-            sampling = SamplingSettings(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p)
-            return GenerationSettings(max_new_tokens=max_tokens, sampling=sampling, seed=request.seed,
-                                      eos_id=eos_id)
-        except ClusterLMError as exc:  # the generator's own checks, in case they are stricter
-            raise HTTPException(400, str(exc)) from None
-
-    def locked(pieces: Iterator[str]) -> Iterator[str]:
-        # Holding the lock inside the iterator covers a streamed response for as long as it
-        # is being produced; closing the iterator early (see `background` below) releases it.
-        with lock:
-            yield from pieces
-
-    @app.post("/v1/completions", response_model=None)
-    def completions(request: CompletionRequest) -> dict[str, Any] | StreamingResponse:
-        if not request.prompt:
-            raise HTTPException(400, "prompt is empty; send the text to continue")
-        stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
-        if "" in stops:
-            raise HTTPException(400, "stop strings must not be empty")
-        settings = settings_for(request)
-        prompt_ids = tokenizer.encode(request.prompt).ids
-        if not prompt_ids:
-            raise HTTPException(400, "the prompt encodes to no tokens")
-        stats = CompletionStats(prompt_tokens=len(prompt_ids))
-        pieces = locked(complete(model, tokenizer, prompt_ids, settings, stops, stats))
-        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": model_name}
-
-        def usage() -> dict[str, int]:
-            return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
-                    "total_tokens": stats.prompt_tokens + stats.completion_tokens}
-
-        if not request.stream:
-            text = "".join(pieces)
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": stats.finish_reason}
-            return {**head, "choices": [choice], "usage": usage()}
-
-        def events() -> Iterator[str]:
-            for piece in pieces:
-                choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": None}
-                yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
-            # The last chunk carries the finish reason and, beyond OpenAI's format, the usage.
-            choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": stats.finish_reason}
-            yield f"data: {json.dumps({**head, 'choices': [choice], 'usage': usage()})}\n\n"
-            yield "data: [DONE]\n\n"
-
-        # When the client disconnects, Starlette stops pulling pieces but leaves the iterator
-        # suspended, lock held, until garbage collection finds it (it sits in a reference
-        # cycle, so that can take long enough to stall every later request). The background
-        # task runs once the response ends, disconnected or not, and closes it at once.
-        return StreamingResponse(events(), media_type="text/event-stream", background=BackgroundTask(pieces.close),
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
+    app = FastAPI(title="clusterlm", version=__version__, lifespan=lifespan)
+    app.state.scheduler = endpoints.scheduler
+    install_error_handlers(app)
+    if api_key:
+        app.add_middleware(BearerAuth, api_key=api_key)
+    app.add_api_route("/health", endpoints.health, methods=["GET"])
+    app.add_api_route("/v1/models", endpoints.models, methods=["GET"])
+    app.add_api_route("/v1/models/{name:path}", endpoints.model_info, methods=["GET"])
+    app.add_api_route("/v1/completions", endpoints.completions, methods=["POST"], response_model=None)
+    app.add_api_route("/v1/chat/completions", endpoints.chat_completions, methods=["POST"], response_model=None)
     return app
+
+
+class Endpoints:
+    """The routes' handlers, sharing one model, tokenizer and scheduler."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, model_name: str, eos_id: int | None,
+                 max_new_tokens_limit: int, max_batch: int, max_body_bytes: int):
+        self.tokenizer, self.model_name, self.eos_id, self.max_body_bytes = tokenizer, model_name, eos_id, max_body_bytes
+        self.scheduler = Scheduler(model, max_batch)
+        self.limits = Limits(context_limit(model), max_new_tokens_limit, model.config.require_vocab())
+        self.model_card = {
+            "id": model_name, "object": "model", "created": int(time.time()), "owned_by": "clusterlm",
+            "params": sum(p.numel() for p in model.parameters()),
+            "max_seq_len": self.limits.context,  # None: a recurrent model, no window
+        }
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise ApiError(404, f"the model '{name}' does not exist; this server serves '{self.model_name}'",
+                           param="model", code="model_not_found")
+
+    def health(self) -> dict[str, str]:
+        return {"status": "ok", "model": self.model_name}
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [self.model_card]}
+
+    def model_info(self, name: str) -> dict[str, Any]:
+        self.check_model(name)
+        return self.model_card
+
+    async def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids, computed in the thread pool (a 1 MB prompt takes a while)."""
+        return await run_in_threadpool(lambda: [self.tokenizer.encode(text).ids for text in texts])
+
+    async def completions(self, request: Request) -> Response:
+        body = parse(await read_body(request, self.max_body_bytes), CompletionRequest)
+        self.check_model(body.model)
+        prompt = body.prompt
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], str)):
+            prompts = await self.encode([prompt] if isinstance(prompt, str) else prompt)
+        else:  # token ids: one list, or a list of lists
+            prompts = [prompt] if not prompt or isinstance(prompt[0], int) else prompt
+        if len(prompts) * body.n > MAX_CHOICES:
+            raise ApiError(400, f"at most {MAX_CHOICES} choices per request (prompts × n), "
+                                f"got {len(prompts)} × {body.n}", param="n")
+        for p in prompts:
+            check_prompt(p, self.limits)
+        max_tokens = [resolve_max_tokens(body.max_tokens, len(p), self.limits, DEFAULT_COMPLETION_TOKENS)
+                      for p in prompts]
+        choices = prepare_choices(prompts, body, max_tokens, self.eos_id, self.tokenizer, body.stop)
+        fmt = ResponseFormat(chat=False, model_name=self.model_name, tokenizer=self.tokenizer,
+                             logprobs=body.logprobs is not None)
+        return await self.respond(request, body, choices, fmt, body.logprobs)
+
+    async def chat_completions(self, request: Request) -> Response:
+        body = parse(await read_body(request, self.max_body_bytes), ChatCompletionRequest)
+        self.check_model(body.model)
+        try:
+            text = render_chat([{"role": m.role, "content": m.text()} for m in body.messages])
+        except ValueError as exc:  # an unknown role
+            raise ApiError(400, f"messages: {exc}", param="messages") from None
+        (prompt_ids,) = await self.encode([text])
+        check_prompt(prompt_ids, self.limits, param="messages")
+        asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        max_tokens = resolve_max_tokens(asked, len(prompt_ids), self.limits, default=None)
+        choices = prepare_choices([prompt_ids], body, [max_tokens], self.eos_id, self.tokenizer,
+                                  [*body.stop, *REPLY_STOPS])
+        fmt = ResponseFormat(chat=True, model_name=self.model_name, tokenizer=self.tokenizer, logprobs=body.logprobs)
+        return await self.respond(request, body, choices, fmt, (body.top_logprobs or 0) if body.logprobs else None)
+
+    async def respond(self, request: Request, body: Any, choices: list[Choice], fmt: ResponseFormat,
+                      top_logprobs: int | None) -> Response:
+        """Run the choices; answer with a stream of events, or with one JSON body once all are done."""
+        deltas = stream_choices(self.scheduler, choices, top_logprobs)
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            return ReleasingStream(events(fmt, deltas, choices, include_usage),
+                                   release=lambda: release(self.scheduler, choices))
+        texts: dict[int, str] = {}
+        logprobs: dict[int, list] = {}
+
+        async def collect() -> None:
+            async for delta in deltas:
+                texts[delta.index] = texts.get(delta.index, "") + delta.text
+                logprobs.setdefault(delta.index, []).extend(delta.logprobs)
+
+        try:
+            finished = await until_disconnected(request, collect())
+        except RuntimeError as exc:  # the engine failed on a choice
+            log.error("generation failed: %s", exc)
+            raise internal_error(exc) from None
+        if not finished:  # the client hung up; its slots are already free
+            return Response(status_code=499)
+        return JSONResponse(fmt.whole(choices, texts, logprobs))
+
+
+async def events(fmt: ResponseFormat, deltas: AsyncIterator[Any], choices: list[Choice],
+                 include_usage: bool) -> AsyncIterator[str]:
+    """The server-sent events of a streamed response; a failure ends it with an error event."""
+    try:
+        if fmt.chat:  # OpenAI opens each chat choice with the assistant role
+            for c in choices:
+                yield sse(fmt.chunk(Delta(c.index, "", [], None), first=True))
+        unfinished = len(choices)
+        async for delta in deltas:
+            unfinished -= delta.finish_reason is not None
+            yield sse(fmt.chunk(delta, counts=usage(choices) if unfinished == 0 else None))
+        if include_usage:
+            yield sse(fmt.usage_chunk(usage(choices)))
+    except Exception as exc:  # noqa: BLE001 — the status is sent already: say it in the stream
+        log.exception("a streamed generation failed")
+        yield sse(internal_error(exc).body())
+    yield sse("[DONE]")
+
+
+def release(scheduler: Scheduler, choices: list[Choice]) -> None:
+    """Cancel every choice still running (idempotent)."""
+    for choice in choices:
+        if choice.finish_reason is None and choice.ticket is not None:
+            scheduler.cancel(choice.ticket)
+
+
+async def until_disconnected(request: Request, work: Any) -> bool:
+    """Run `work`; if the client disconnects first, cancel it. True when `work` finished."""
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watcher = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()  # its stream_choices frees the slots on the way out
+    if task in done:
+        task.result()  # re-raise its failure
+        return True
+    return False
+
+
+class ReleasingStream(StreamingResponse):
+    """A stream that frees its batch slots however it ends: finished, failed, or the client gone.
+
+    Starlette cancels the body iterator when the client disconnects, which runs its cleanup;
+    this guard also covers servers that instead just stop iterating (ASGI spec 2.4).
+    """
+
+    def __init__(self, content: AsyncIterator[str], release: Callable[[], None]):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()

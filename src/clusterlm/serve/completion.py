@@ -1,77 +1,161 @@
-"""One completion as a stream of text pieces, with stop strings, finish reason and token counts.
+"""One request's choices: from a validated request to per-choice text deltas, on the shared engine.
 
-This is the server's only generation logic, and it is thin: token ids come from
-`generate_ids` and text from `StreamDecoder`, exactly as `clusterlm generate` does, so
-without stop strings the pieces concatenate to what `generate_text` yields. Streaming and
-non-streaming responses both consume this one iterator, so they cannot disagree.
-
-Stop strings are matched on the decoded text, not on tokens (a stop string may span several
-tokens, or end mid-token). Text that could still turn out to be the start of a stop string
-is held back until the next token decides it, so a streamed stop string is never half sent.
+`prepare_choices` turns prompts (already token ids) and the sampling fields into one
+`Choice` per generated sequence, enforcing the limits: the prompt must fit the model's context
+with room for `max_tokens` more (a 400 that gives the numbers; nothing is ever cropped), and
+`max_tokens` must not exceed the server's limit. `stream_choices` submits them to the scheduler
+and turns the token events coming back into text with `TextAssembler` — the same
+detokenisation and stop-string logic as `clusterlm generate`, so streaming and non-streaming
+responses, and the CLI, cannot disagree. A choice that reaches a stop string is cancelled at
+once (its batch row goes to the next request); if the consumer goes away (the client hung up),
+every unfinished choice is cancelled on the way out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+from clusterlm.generate.engine import SEED_MAX, GenerationSettings, TokenEvent
+from clusterlm.generate.sampling import SamplingSettings
+from clusterlm.generate.text import TextAssembler
+from clusterlm.serve.errors import ApiError
+from clusterlm.serve.scheduler import Scheduler, Ticket
 
-from clusterlm.generate.generator import GenerationSettings, StreamDecoder, generate_ids
+DEFAULT_COMPLETION_TOKENS = 64  # /v1/completions without max_tokens (chat: up to the context)
+
+
+@dataclass(frozen=True)
+class Limits:
+    context: int | None  # the model's window (None: a recurrent model, unbounded)
+    max_new_tokens: int  # --max-new-tokens-limit
+    vocab_size: int
 
 
 @dataclass
-class CompletionStats:
-    """Filled in while the pieces are consumed; final once the iterator is exhausted."""
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+    text_offset: int  # where this token's text starts in the choice's text
 
-    prompt_tokens: int
+
+@dataclass
+class Choice:
+    index: int
+    prompt_ids: list[int]
+    settings: GenerationSettings
+    text: TextAssembler
     completion_tokens: int = 0
-    finish_reason: str = "length"  # "stop": end of text or a stop string; "length": max_tokens reached
+    emitted_chars: int = 0
+    finish_reason: str | None = None
+    ticket: Ticket | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet handed out
 
 
-def first_stop(text: str, stops: Sequence[str]) -> int:
-    """Index of the earliest stop string in `text`, or -1."""
-    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
-    return min(found, default=-1)
+@dataclass
+class Delta:
+    """New text of one choice (possibly empty), the log-probabilities of the tokens behind it,
+    and, on its last delta, why it finished."""
+
+    index: int
+    text: str
+    logprobs: list[TokenLogprob]
+    finish_reason: str | None
 
 
-def partial_stop_length(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
-    longest = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:n]):
-                longest = n
-                break
-    return longest
+def check_prompt(prompt_ids: list[int], limits: Limits, param: str = "prompt") -> None:
+    if not prompt_ids:
+        raise ApiError(400, f"{param} is empty (it encodes to no tokens); send the text to continue", param=param)
+    if any(not 0 <= i < limits.vocab_size for i in prompt_ids):
+        raise ApiError(400, f"{param} holds token ids outside this model's vocabulary (0 … {limits.vocab_size - 1})",
+                       param=param)
+    if limits.context is not None and len(prompt_ids) >= limits.context:
+        raise ApiError(400, f"this model's maximum context length is {limits.context} tokens, and the {param} has "
+                            f"{len(prompt_ids)}: shorten it to at most {limits.context - 1} to leave room for a reply",
+                       param=param, code="context_length_exceeded")
 
 
-def complete(model: nn.Module, tokenizer: Any, prompt_ids: Sequence[int], settings: GenerationSettings,
-             stops: Sequence[str], stats: CompletionStats) -> Iterator[str]:
-    """Yield the continuation of `prompt_ids` piece by piece, ending before the first stop string."""
-    decoder = StreamDecoder(tokenizer, prompt_ids)
-    pending = ""  # decoded, not yet yielded: its tail may be the start of a stop string
-    for token_id in generate_ids(model, prompt_ids, settings):
-        stats.completion_tokens += 1
-        pending += decoder.push(token_id)
-        cut = first_stop(pending, stops)
-        if cut >= 0:
-            stats.finish_reason = "stop"
-            if cut:
-                yield pending[:cut]
-            return  # closing generate_ids here stops the model mid-budget
-        ready = len(pending) - partial_stop_length(pending, stops)
-        if ready:
-            yield pending[:ready]
-            pending = pending[ready:]
-    # generate_ids ends early only when it samples end-of-text (which it does not emit)
-    if stats.completion_tokens < settings.max_new_tokens:
-        stats.finish_reason = "stop"
-    pending += decoder.flush()
-    cut = first_stop(pending, stops)
-    if cut >= 0:
-        stats.finish_reason = "stop"
-        pending = pending[:cut]
-    if pending:
-        yield pending
+def resolve_max_tokens(asked: int | None, prompt_tokens: int, limits: Limits, default: int | None) -> int:
+    """max_tokens checked against the server's limit and the room the context leaves after the prompt."""
+    room = limits.max_new_tokens if limits.context is None else min(limits.max_new_tokens,
+                                                                     limits.context - prompt_tokens)
+    if asked is None:
+        return min(default, room) if default is not None else room
+    if asked > limits.max_new_tokens:
+        raise ApiError(400, f"max_tokens must be ≤ {limits.max_new_tokens} (this server's limit), got {asked}",
+                       param="max_tokens")
+    if limits.context is not None and prompt_tokens + asked > limits.context:
+        raise ApiError(400, f"this model's maximum context length is {limits.context} tokens; you asked for "
+                            f"{prompt_tokens + asked} ({prompt_tokens} in the prompt, {asked} for the completion): "
+                            f"lower max_tokens to at most {room} or shorten the prompt",
+                       param="max_tokens", code="context_length_exceeded")
+    return asked
+
+
+def prepare_choices(prompts: Sequence[list[int]], request: Any, max_tokens: list[int], eos_id: int | None,
+                    tokenizer: Any, stops: Sequence[str]) -> list[Choice]:
+    """`n` choices per prompt, index = prompt × n + j; choice j > 0 samples with seed + j."""
+    sampling = SamplingSettings(temperature=request.temperature, top_k=request.top_k,
+                                top_p=request.top_p if request.top_p < 1.0 else None)
+    choices = []
+    for p, prompt_ids in enumerate(prompts):
+        for j in range(request.n):
+            seed = None if request.seed is None else (request.seed if j == 0 else (request.seed + j) % (SEED_MAX + 1))
+            settings = GenerationSettings(max_new_tokens=max_tokens[p], sampling=sampling, seed=seed, eos_id=eos_id)
+            choices.append(Choice(len(choices), prompt_ids, settings, TextAssembler(tokenizer, prompt_ids, stops)))
+    return choices
+
+
+async def stream_choices(scheduler: Scheduler, choices: list[Choice],
+                         top_logprobs: int | None) -> AsyncIterator[Delta]:
+    """Run every choice on the shared engine; yield deltas as tokens arrive, until all are finished.
+
+    Raises RuntimeError if the engine failed on a choice (the caller reports a server error).
+    """
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[Choice, TokenEvent]] = asyncio.Queue()
+    for choice in choices:
+        def deliver(event: TokenEvent, choice: Choice = choice) -> None:  # on the decode thread
+            loop.call_soon_threadsafe(events.put_nowait, (choice, event))
+        choice.ticket = scheduler.submit(choice.prompt_ids, choice.settings, top_logprobs, deliver)
+    try:
+        unfinished = len(choices)
+        while unfinished:
+            choice, event = await events.get()
+            if choice.finish_reason is not None:
+                continue  # already ended at a stop string; late events are moot
+            delta = _apply(choice, event)
+            if choice.finish_reason is not None:
+                unfinished -= 1
+                if choice.text.stopped:  # ended here, at a stop string: free its row at once
+                    scheduler.cancel(choice.ticket)
+            if delta.text or delta.finish_reason:
+                yield delta
+    finally:
+        for choice in choices:  # the consumer left early: free every slot still held
+            if choice.finish_reason is None and choice.ticket is not None:
+                scheduler.cancel(choice.ticket)
+
+
+def _apply(choice: Choice, event: TokenEvent) -> Delta:
+    if event.error is not None:
+        choice.finish_reason = "error"
+        raise RuntimeError(f"generation failed: {event.error!r}") from event.error
+    text = ""
+    if event.token_id is not None:
+        choice.completion_tokens += 1
+        offset = choice.emitted_chars + len(choice.text.pending)
+        text = choice.text.push(event.token_id)
+        if event.logprob is not None:
+            choice.logprobs.append(TokenLogprob(event.token_id, event.logprob, event.top_logprobs or [], offset))
+        if choice.text.stopped:
+            choice.finish_reason = "stop"
+    if choice.finish_reason is None and event.finish_reason is not None:
+        text += choice.text.finish()
+        choice.finish_reason = "stop" if choice.text.stopped else event.finish_reason
+    choice.emitted_chars += len(text)
+    logprobs, choice.logprobs = (choice.logprobs, []) if text or choice.finish_reason else ([], choice.logprobs)
+    return Delta(choice.index, text, logprobs, choice.finish_reason)

@@ -45,7 +45,8 @@ def test_generate_streams_same_text_with_and_without_cache(checkpoint, capsys):
 
 def test_generate_bad_input_is_one_line_exit_2(checkpoint, tmp_path, capsys):
     for args in ([checkpoint, "--prompt", "x", "--top-p", "2"], [tmp_path / "missing", "--prompt", "x"],
-                 [checkpoint, "--prompt", "x", "--device", "tpu"]):
+                 [checkpoint, "--prompt", "x", "--device", "tpu"], [checkpoint, "--prompt", "x", "--temperature", "nan"],
+                 [checkpoint, "--prompt", "x", "--temperature", "1e-45"], [checkpoint, "--prompt", "x", "--seed", 2**70]):
         code, _, err = _generate(capsys, *args)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
 

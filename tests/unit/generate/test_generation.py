@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from generate_harness import GREEDY, STYLES, VOCAB, tiny_model
 
 from clusterlm.errors import UsageError
 from clusterlm.generate.generator import GenerationSettings, StreamDecoder, generate_ids, generate_text
@@ -12,27 +13,7 @@ from clusterlm.generate.sampling import SamplingSettings, filter_logits, sample_
 from clusterlm.model.build import build_model
 from clusterlm.config.model import ModelConfig
 
-VOCAB = 61
-STYLES = {
-    "gpt2": dict(style="gpt2", n_layer=2, n_head=2, d_model=32),
-    "llama-gqa": dict(style="llama", n_layer=2, n_head=4, n_kv_head=2, d_model=32),
-    "lstm": dict(style="lstm", n_layer=2, d_model=32),
-    "gru": dict(style="gru", n_layer=2, d_model=32),
-    "rnn": dict(style="rnn", n_layer=1, d_model=32),
-}
-GREEDY = SamplingSettings(temperature=0.0)
-
-
-def _model(name: str, max_seq_len: int = 16) -> torch.nn.Module:
-    # A larger init spreads the logits, so greedy decoding wanders instead of repeating one token.
-    cfg = ModelConfig(**STYLES[name], vocab_size=VOCAB, max_seq_len=max_seq_len, init_std=0.3)
-    model = build_model(cfg)
-    model.init_weights(seed=3)
-    if not cfg.is_transformer:
-        with torch.no_grad():  # likewise, stronger recurrent weights
-            for p in model.rnn.parameters():
-                p.mul_(2.0)
-    return model.eval()
+_model = tiny_model
 
 
 @pytest.mark.parametrize("name", list(STYLES))
@@ -127,6 +108,11 @@ def test_bad_sampling_settings_are_usage_errors():
         SamplingSettings(top_p=1.5)
     with pytest.raises(UsageError, match="top-k"):
         SamplingSettings(top_k=0)
+    for t in (float("nan"), float("inf"), 1e-45, 1e3):  # 1e-45 would overflow the scaled logits
+        with pytest.raises(UsageError, match="temperature must be 0"):
+            SamplingSettings(temperature=t)
+    with pytest.raises(UsageError, match="64-bit"):
+        GenerationSettings(seed=2**70)
     with pytest.raises(UsageError, match="empty"):
         list(generate_ids(_model("gpt2"), [], GenerationSettings()))
 

@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from clusterlm.cli.main import main, verb_parser
 from clusterlm.data.tokenizer import EOS_TOKEN
@@ -19,7 +20,7 @@ from clusterlm.generate.generator import GenerationSettings, generate_ids, gener
 from clusterlm.generate.sampling import SamplingSettings
 from clusterlm.model.build import build_model
 from clusterlm.config.model import ModelConfig
-from clusterlm.serve.completion import first_stop, partial_stop_length
+from clusterlm.generate.text import first_stop, partial_stop_length
 
 PROMPT = "hello world"
 LIMIT = 48  # the test server's --max-new-tokens-limit
@@ -29,7 +30,7 @@ LIMIT = 48  # the test server's --max-new-tokens-limit
 def model(tokenizer):
     # A larger init spreads the logits, so greedy decoding wanders instead of repeating one token.
     cfg = ModelConfig(style="llama", n_layer=2, n_head=4, n_kv_head=2, d_model=32,
-                      vocab_size=tokenizer.get_vocab_size(), max_seq_len=32, init_std=0.2)
+                      vocab_size=tokenizer.get_vocab_size(), max_seq_len=64, init_std=0.2)
     model = build_model(cfg)
     model.init_weights(seed=3)
     return model.eval()
@@ -81,7 +82,7 @@ def test_models_lists_the_one_model_with_its_size(client, model):
     card = body["data"][0]
     assert card["id"] == "tiny" and card["object"] == "model"
     assert card["params"] == sum(p.numel() for p in model.parameters())
-    assert card["max_seq_len"] == 32
+    assert card["max_seq_len"] == 64
 
 
 def test_greedy_completion_is_exactly_generate_text(client, model, tokenizer):
@@ -138,7 +139,7 @@ def test_stream_concatenates_to_the_whole_response(client, model, tokenizer, wit
     assert chunks[-1]["usage"] == whole["usage"]
 
 
-def test_concurrent_requests_are_serialised_and_unaffected(client, model, tokenizer):
+def test_concurrent_requests_are_unaffected_by_each_other(client, model, tokenizer):
     expected = _greedy_text(model, tokenizer, 20)
     results: list[str] = []
 
@@ -177,6 +178,69 @@ def test_a_body_that_is_not_json_is_400(client):
     assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
 
 
+class _FailingModel(torch.nn.Module):
+    """The tiny model, except that its `fail_at`-th forward call raises."""
+
+    def __init__(self, inner, fail_at: int):
+        super().__init__()
+        self.inner, self.config, self.fail_at, self.calls = inner, inner.config, fail_at, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("injected failure")
+        return self.inner(*args, **kwargs)
+
+
+def test_a_failure_mid_stream_ends_it_with_an_error_event_and_done(model, tokenizer):
+    from fastapi.testclient import TestClient
+
+    from clusterlm.serve.app import create_app
+
+    failing = _FailingModel(model, fail_at=6)  # the prompt's prefill, then 4 decode steps, then boom
+    app = create_app(failing, tokenizer, model_name="tiny", eos_id=None, max_new_tokens_limit=LIMIT)
+    with TestClient(app) as client:
+        payloads = _stream(client, max_tokens=20, temperature=0)
+        assert payloads[-1] == "[DONE]"
+        error = json.loads(payloads[-2])["error"]
+        assert error["type"] == "server_error" and "RuntimeError" in error["message"]
+        assert len(payloads) > 2  # text came first: the failure really was mid-stream
+        failing.calls, failing.fail_at = 0, 2
+        response = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 5})
+        assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
+        assert _complete(client, max_tokens=5, temperature=0)["choices"][0]["text"] == _greedy_text(model, tokenizer, 5)
+
+
+def test_a_recurrent_checkpoint_is_served_with_batching(tokenizer):
+    from fastapi.testclient import TestClient
+    from serve_harness import tiny_model
+
+    from clusterlm.serve.app import create_app
+
+    lstm = tiny_model(tokenizer, style="lstm")
+    app = create_app(lstm, tokenizer, model_name="lstm", eos_id=None, max_new_tokens_limit=LIMIT, max_batch=4)
+    prompts = ["hello", "the quick brown fox", "def f(x):"]
+    with TestClient(app) as client:
+        body = client.post("/v1/completions", json={"prompt": prompts, "max_tokens": 12, "temperature": 0}).json()
+        assert client.get("/v1/models").json()["data"][0]["max_seq_len"] is None
+    texts = [c["text"] for c in sorted(body["choices"], key=lambda c: c["index"])]
+    settings = GenerationSettings(max_new_tokens=12, sampling=SamplingSettings(temperature=0.0))
+    assert texts == ["".join(generate_text(lstm, tokenizer, p, settings)) for p in prompts]
+    assert app.state.scheduler.peak_batch == 3  # the three prompts were decoded together
+
+
+def test_chat_prompt_is_the_data_chat_template(client, tokenizer):
+    from clusterlm.data.chat import render_chat
+
+    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": [
+        {"type": "text", "text": "hello "}, {"type": "text", "text": "model"}]}]
+    body = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 3, "temperature": 0}).json()
+    # "developer" is OpenAI's newer name for "system"; text parts are joined
+    expected = render_chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello model"}])
+    assert body["usage"]["prompt_tokens"] == len(tokenizer.encode(expected).ids)
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
+
+
 def test_stop_helpers():
     assert first_stop("abcdef", ["de", "bc"]) == 1 and first_stop("abc", ["x"]) == -1
     assert partial_stop_length("hello wo", ["world"]) == 2
@@ -190,6 +254,7 @@ def test_serve_help_and_bad_checkpoint(tmp_path, capsys):
     parser, _ = verb_parser("serve")
     text = parser.format_help()
     assert "curl" in text and "127.0.0.1" in text and "--max-new-tokens-limit" in text
+    assert "--api-key" in text and "CLUSTERLM_API_KEY" in text and "--max-batch" in text
     assert main(["serve", str(tmp_path / "nonexistent"), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
@@ -219,8 +284,9 @@ def test_serve_runs_uvicorn_on_localhost(model, tokenizer, tmp_path):
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "clusterlm", "serve", str(tmp_path / "ckpt"),
                                    "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                  env={**os.environ, "OMP_NUM_THREADS": "1", "CLUSTERLM_API_KEY": "k3y"})
     base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": "Bearer k3y"}
     try:
         deadline = time.monotonic() + 40
         while True:
@@ -231,14 +297,15 @@ def test_serve_runs_uvicorn_on_localhost(model, tokenizer, tmp_path):
                 break
             except httpx.TransportError:
                 time.sleep(0.2)
-        assert health.json() == {"status": "ok", "model": "ckpt"}
+        assert health.status_code == 401  # $CLUSTERLM_API_KEY is honoured
+        assert httpx.get(f"{base}/health", headers=auth).json() == {"status": "ok", "model": "ckpt"}
         # Hang up on a long stream after its first event: the generation must not keep the model
         # locked (that once stalled every later request until garbage collection ran).
-        long_stream = {"prompt": PROMPT, "max_tokens": 1000, "temperature": 0, "stream": True}
-        with httpx.stream("POST", f"{base}/v1/completions", json=long_stream, timeout=10) as response:
+        long_stream = {"prompt": PROMPT, "max_tokens": LIMIT, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{base}/v1/completions", json=long_stream, headers=auth, timeout=10) as response:
             assert next(response.iter_lines()).startswith("data: ")
         body = httpx.post(f"{base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 8, "temperature": 0},
-                          timeout=10).json()
+                          headers=auth, timeout=10).json()
         assert body["choices"][0]["text"] == _greedy_text(model, tokenizer, 8)
     finally:
         server.terminate()
