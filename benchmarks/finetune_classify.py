@@ -25,9 +25,7 @@ def main() -> None:
     parser.add_argument("--pretrain-minutes", type=float, default=4.0)
     args = parser.parse_args()
     bench = Bench(Path(args.work), args.threads)
-    data = bench.work / "cls"
-    if not (data / "report.json").is_file():
-        bench.run("build data", ["finetune", "data", "classify", "--out", str(data), "--overwrite"])
+    data = bench.dataset("classify", "cls")
     base = pretrain(bench, "stdlib", [], args.pretrain_minutes)
     rows, results = [], {}
     baseline = None

@@ -41,6 +41,15 @@ class Bench:
         print(f"  [{name}: {wall_s:.1f} s]", flush=True)
         return json.loads(proc.stdout) if parse_json else proc.stdout
 
+    def dataset(self, task: str, name: str) -> Path:
+        """`clusterlm finetune data TASK` into WORK/NAME, unless already built."""
+        data = self.work / name
+        if (data / "report.json").is_file():
+            self.skip("build data", str(data))
+        else:
+            self.run("build data", ["finetune", "data", task, "--out", str(data), "--overwrite"])
+        return data
+
     def skip(self, name: str, reason: str) -> None:
         self.steps.append({"step": name, "command": f"(reused: {reason})", "wall_s": 0.0})
         print(f"  [{name}: reused {reason}]", flush=True)

@@ -27,9 +27,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="test questions scored (default: all)")
     args = parser.parse_args()
     bench = Bench(Path(args.work), args.threads)
-    data = bench.work / "qa"
-    if not (data / "report.json").is_file():
-        bench.run("build data", ["finetune", "data", "qa", "--out", str(data), "--overwrite"])
+    data = bench.dataset("qa", "qa")
     base = pretrain(bench, "stdlib", [], args.pretrain_minutes)
     limit = ["--limit", str(args.limit)] if args.limit else []
     rows, results, retrieval = [], {}, None

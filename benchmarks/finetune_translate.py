@@ -38,9 +38,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=500, help="test pairs scored (spread over the test file)")
     args = parser.parse_args()
     bench = Bench(Path(args.work), args.threads)
-    data = bench.work / "mt"
-    if not (data / "report.json").is_file():
-        bench.run("build data", ["finetune", "data", "translate", "--out", str(data), "--overwrite"])
+    data = bench.dataset("translate", "mt")
     corpus = bilingual_corpus(data / "train.jsonl", bench.work / "mt_text" / "pairs.jsonl")
     base = pretrain(bench, "mt", [str(corpus)], args.pretrain_minutes)
     run = bench.work / "mt_sft"

@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clusterlm.errors import OutputExistsError, UsageError
+from clusterlm.errors import UsageError
 from clusterlm.finetune.classifier import load_classifier
 from clusterlm.finetune.classify_train import ClassifyOptions, finetune_classify
 from clusterlm.finetune.evaluate import eval_classifier, eval_qa, eval_translate
 from clusterlm.finetune.loop import LoopSettings
+from clusterlm.finetune.runfiles import refuse_existing
 from clusterlm.finetune.sft_train import SFTOptions, finetune_sft
+from clusterlm.finetune.store import torch_device
 
 __all__ = ["ClassifyOptions", "LoopSettings", "SFTOptions", "build_data", "classify_texts", "eval_classifier",
            "eval_qa", "eval_translate", "finetune_classify", "finetune_sft"]
@@ -41,8 +43,7 @@ def build_data(task: str, out: str | Path, *, sources: Sequence[str] = (), seed:
 
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    refuse_existing(out, overwrite)
     if task == "translate":
         return build_translation_data(out, list(sources) or None, seed=seed, overwrite=overwrite)
     if len(sources) > 1:
@@ -57,11 +58,9 @@ def build_data(task: str, out: str | Path, *, sources: Sequence[str] = (), seed:
 
 def classify_texts(checkpoint: str | Path, texts: Sequence[str], device: str = "cpu") -> list[dict[str, Any]]:
     """For each text: the top label and every label's probability (highest first)."""
-    from clusterlm.train.precision import resolve_device
-
     if not texts or any(not t.strip() for t in texts):
         raise UsageError("give at least one non-empty text to classify")
-    clf = load_classifier(checkpoint, device=resolve_device(device))
+    clf = load_classifier(checkpoint, device=torch_device(device))
     probs = clf.predict_proba(list(texts))
     out = []
     for text, row in zip(texts, probs.tolist()):

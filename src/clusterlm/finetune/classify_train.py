@@ -19,15 +19,15 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from clusterlm.errors import OutputExistsError, UsageError
+from clusterlm.errors import UsageError
 from clusterlm.finetune.body import POOLINGS, Pooling, pad_batch
 from clusterlm.finetune.classifier import SequenceClassifier, save_head
 from clusterlm.finetune.classify_data import (LabelledSet, class_weights, encode_labelled, label_set,
                                               read_labelled)
 from clusterlm.finetune.loop import LoopSettings, MetricsLog, autocast_for, run_loop
 from clusterlm.finetune.metrics import classification_scores, plot_confusion
-from clusterlm.finetune.runfiles import base_dataset_dir, publish_run
-from clusterlm.finetune.store import load_base
+from clusterlm.finetune.runfiles import base_dataset_dir, publish_run, refuse_existing
+from clusterlm.finetune.store import load_base, torch_device
 
 Method = Literal["full", "head"]
 
@@ -90,18 +90,15 @@ def finetune_classify(base: str | Path, data_path: str | Path, val_path: str | P
                       device: str = "cpu", overwrite: bool = False,
                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a classifier on `data_path`, score it on `val_path`, write a run dir at `out`."""
-    from clusterlm.train.precision import resolve_device
-
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    refuse_existing(out, overwrite)
     settings.check()
     if options.pooling not in POOLINGS:
         raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {options.pooling!r}")
     train_rows, val_rows = read_labelled(data_path), read_labelled(val_path)
     labels = label_set(train_rows, Path(data_path))
-    torch_device = resolve_device(device)
-    loaded = load_base(base, device=torch_device)
+    run_device = torch_device(device)
+    loaded = load_base(base, device=run_device)
     max_tokens = options.max_tokens or min(loaded.config.max_seq_len, 512)
     if max_tokens < 1 or (loaded.config.is_transformer and max_tokens > loaded.config.max_seq_len):
         raise UsageError(f"--max-tokens must be in 1 … {loaded.config.max_seq_len} (the model's context)")
@@ -110,19 +107,19 @@ def finetune_classify(base: str | Path, data_path: str | Path, val_path: str | P
     val = encode_labelled(val_rows, val_path, labels, tok, max_tokens)
     weights = class_weights(options.class_weights, labels, train.labels)
     torch.manual_seed(settings.seed)
-    model = SequenceClassifier(loaded.model, len(labels), options.pooling).to(torch_device)
+    model = SequenceClassifier(loaded.model, len(labels), options.pooling).to(run_device)
     pad_id = tok.token_to_id("<|pad|>") if tok.token_to_id("<|pad|>") is not None else 0
     cached: dict[int, torch.Tensor] = {}
     if options.method == "head":
         for p in model.lm.parameters():
             p.requires_grad_(False)
-        cached = {id(train): _features(model, train, pad_id, torch_device),
-                  id(val): _features(model, val, pad_id, torch_device)}
-    logits = _logits_fn(model, options.method, pad_id, torch_device, cached)
-    weight = torch.tensor(weights, device=torch_device) if weights else None
+        cached = {id(train): _features(model, train, pad_id, run_device),
+                  id(val): _features(model, val, pad_id, run_device)}
+    logits = _logits_fn(model, options.method, pad_id, run_device, cached)
+    weight = torch.tensor(weights, device=run_device) if weights else None
 
     def loss_fn(idx: list[int]) -> torch.Tensor:
-        y = torch.tensor([train.labels[i] for i in idx], device=torch_device)
+        y = torch.tensor([train.labels[i] for i in idx], device=run_device)
         return F.cross_entropy(logits(train, idx), y, weight=weight)
 
     total_steps = settings.total_steps(-(-len(train.labels) // settings.batch_size))

@@ -15,28 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clusterlm.errors import DataError, OutputExistsError
+from clusterlm.errors import DataError
 from clusterlm.finetune import baselines
 from clusterlm.finetune.classifier import load_classifier
 from clusterlm.finetune.classify_data import encode_labelled, read_labelled
 from clusterlm.finetune.decode import EvalItem, generate_replies, read_eval_items
 from clusterlm.finetune.jsonl import read_jsonl, require_str, write_jsonl
 from clusterlm.finetune.metrics import classification_scores, qa_scores, translation_scores
-from clusterlm.finetune.store import load_base
+from clusterlm.finetune.runfiles import refuse_existing
+from clusterlm.finetune.store import load_base, torch_device
 
 Progress = Callable[[int, int], None] | None
 
 
-def _check_output(path: str | Path | None, overwrite: bool) -> None:
-    if path is not None and Path(path).exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-
-
 def _model_replies(run: str | Path, items: list[EvalItem], max_new_tokens: int | None, device: str,
                    progress: Progress) -> tuple[list[str], dict[str, Any]]:
-    from clusterlm.train.precision import resolve_device
-
-    loaded = load_base(run, device=resolve_device(device))
+    loaded = load_base(run, device=torch_device(device))
     tok = loaded.tokenizer
     for i, item in enumerate(items):
         if tok.decode(tok.encode(item.reference, add_special_tokens=False).ids) != item.reference:
@@ -49,26 +43,34 @@ def _model_replies(run: str | Path, items: list[EvalItem], max_new_tokens: int |
                      "max_new_tokens": limit}
 
 
+def _compare(run: str | Path, items: list[EvalItem], baselines_out: dict[str, list[str]],
+             score: Callable[[list[str], list[str]], dict[str, float]], *, max_new_tokens: int | None, device: str,
+             predictions: str | Path | None, progress: Progress) -> dict[str, Any]:
+    """The model's replies and the baselines' outputs, all scored by `score` against the references."""
+    replies, info = _model_replies(run, items, max_new_tokens, device, progress)
+    systems = {"model": replies, **baselines_out}
+    refs = [it.reference for it in items]
+    if predictions is not None:
+        write_jsonl(predictions, [{"source": it.source, "reference": it.reference,
+                                   **{name: out[i] for name, out in systems.items()}} for i, it in enumerate(items)])
+    return {**info, "examples": len(items), "scores": {name: score(out, refs) for name, out in systems.items()}}
+
+
 def eval_translate(run: str | Path, data: str | Path, *, train: str | Path | None = None, limit: int | None = None,
                    max_new_tokens: int | None = None, device: str = "cpu", predictions: str | Path | None = None,
                    overwrite: bool = False, progress: Progress = None) -> dict[str, Any]:
     """chrF and BLEU of the model, the identity copy and (with `train`) the translation memory."""
-    _check_output(predictions, overwrite)
+    refuse_existing(predictions, overwrite)
     items = read_eval_items(data, limit)
-    refs = [it.reference for it in items]
-    train_items = read_eval_items(train) if train else None
-    hyps, info = _model_replies(run, items, max_new_tokens, device, progress)
-    systems = {"model": hyps, "identity": baselines.identity_translate([it.source for it in items])}
+    sources = [it.source for it in items]
+    systems = {"identity": baselines.identity_translate(sources)}
+    train_items = read_eval_items(train) if train else []
     if train_items:
         systems["translation_memory"] = baselines.translation_memory(
-            [it.source for it in train_items], [it.reference for it in train_items], [it.source for it in items])
-    report = {**info, "data": str(data), "examples": len(items),
-              "train_pairs": len(train_items) if train_items else None,
-              "scores": {name: translation_scores(out, refs) for name, out in systems.items()}}
-    if predictions is not None:
-        write_jsonl(predictions, [{"source": it.source, "reference": it.reference,
-                                   **{name: out[i] for name, out in systems.items()}} for i, it in enumerate(items)])
-    return report
+            [it.source for it in train_items], [it.reference for it in train_items], sources)
+    report = _compare(run, items, systems, translation_scores, max_new_tokens=max_new_tokens, device=device,
+                      predictions=predictions, progress=progress)
+    return {"data": str(data), "train_pairs": len(train_items) or None, **report}
 
 
 def read_documents(path: str | Path) -> tuple[list[str], list[str]]:
@@ -84,29 +86,21 @@ def eval_qa(run: str | Path, data: str | Path, *, documents: str | Path | None =
             max_new_tokens: int | None = 64, device: str = "cpu", predictions: str | Path | None = None,
             overwrite: bool = False, progress: Progress = None) -> dict[str, Any]:
     """Exact match and token F1 of the model and (with `documents`) of TF-IDF retrieval."""
-    _check_output(predictions, overwrite)
+    refuse_existing(predictions, overwrite)
     items = read_eval_items(data, limit)
-    refs = [it.reference for it in items]
+    systems = {}
     index = read_documents(documents) if documents else None
-    answers, info = _model_replies(run, items, max_new_tokens, device, progress)
-    systems = {"model": answers}
     if index:
         systems["retrieval"] = baselines.retrieve_answers(index[0], index[1], [it.source for it in items])
-    report = {**info, "data": str(data), "examples": len(items),
-              "documents": len(index[0]) if index else None,
-              "scores": {name: qa_scores(out, refs) for name, out in systems.items()}}
-    if predictions is not None:
-        write_jsonl(predictions, [{"question": it.source, "reference": it.reference,
-                                   **{name: out[i] for name, out in systems.items()}} for i, it in enumerate(items)])
-    return report
+    report = _compare(run, items, systems, qa_scores, max_new_tokens=max_new_tokens, device=device,
+                      predictions=predictions, progress=progress)
+    return {"data": str(data), "documents": len(index[0]) if index else None, **report}
 
 
 def eval_classifier(run: str | Path, data: str | Path, *, train: str | Path | None = None,
                     device: str = "cpu") -> dict[str, Any]:
     """Accuracy / macro-F1 / confusion of a classifier on labelled records, and of TF-IDF + LR."""
-    from clusterlm.train.precision import resolve_device
-
-    clf = load_classifier(run, device=resolve_device(device))
+    clf = load_classifier(run, device=torch_device(device))
     rows = read_labelled(data)
     test = encode_labelled(rows, data, clf.labels, clf.tokenizer, clf.max_tokens)  # refuses unseen labels
     started = time.perf_counter()

@@ -46,6 +46,12 @@ class RunBuilder:
         atomic_write_json(self.tmp / "summary.json", summary)
 
 
+def refuse_existing(out: str | Path | None, overwrite: bool) -> None:
+    """Checked before any work starts, so a run never ends by refusing to publish its result."""
+    if out is not None and Path(out).exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+
+
 @contextmanager
 def publish_run(out: Path, overwrite: bool) -> Iterator[RunBuilder]:
     try:

@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from clusterlm.data.tokenizer import EOS_TOKEN, PAD_TOKEN
-from clusterlm.errors import OutputExistsError, UsageError
+from clusterlm.errors import UsageError
 from clusterlm.finetune.body import hidden_states
 from clusterlm.finetune.lora import apply_lora, merge_lora
 from clusterlm.finetune.loop import LoopSettings, MetricsLog, autocast_for, run_loop
-from clusterlm.finetune.runfiles import base_dataset_dir, publish_run
+from clusterlm.finetune.runfiles import base_dataset_dir, publish_run, refuse_existing
 from clusterlm.finetune.sft_data import SFTData, collate, load_sft_data, make_rows
-from clusterlm.finetune.store import load_base
+from clusterlm.finetune.store import load_base, torch_device
 from clusterlm.model.loss import linear_cross_entropy
 
 Method = Literal["full", "lora"]
@@ -100,14 +100,11 @@ def finetune_sft(base: str | Path, data_path: str | Path, out: str | Path, *, va
                  device: str = "cpu", overwrite: bool = False,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fine-tune `base` on `data_path`; write a run dir at `out`; return the summary."""
-    from clusterlm.train.precision import resolve_device
-
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    refuse_existing(out, overwrite)
     settings.check()
-    torch_device = resolve_device(device)
-    loaded, context, train, val = _prepare(base, data_path, val_path, options, torch_device)
+    run_device = torch_device(device)
+    loaded, context, train, val = _prepare(base, data_path, val_path, options, run_device)
     lm, tok = loaded.model, loaded.tokenizer
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
@@ -122,14 +119,14 @@ def finetune_sft(base: str | Path, data_path: str | Path, out: str | Path, *, va
     total_steps = settings.total_steps(-(-rows_per_epoch // settings.batch_size))
 
     def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        with autocast_for(torch_device):
+        with autocast_for(run_device):
             return sft_loss(lm, *batch)
 
     evaluate = (lambda: validation_loss(lm, val, row_tokens, options.packing, settings.batch_size, pad_id,
-                                        torch_device)) if val else None
+                                        run_device)) if val else None
     with publish_run(out, overwrite) as run:
         log = MetricsLog(run.tmp / "metrics.jsonl")
-        result = run_loop(lm, _batches(train, row_tokens, options, settings, pad_id, torch_device), loss_fn,
+        result = run_loop(lm, _batches(train, row_tokens, options, settings, pad_id, run_device), loss_fn,
                           settings, total_steps, log, evaluate, progress)
         merged = merge_lora(lm) if options.method == "lora" else 0
         val_loss = next((r["val_loss"] for r in reversed(log.records) if r.get("kind") == "val"), None)

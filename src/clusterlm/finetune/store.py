@@ -16,12 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from clusterlm.errors import CheckpointError
+from clusterlm.errors import CheckpointError, ConfigError, UsageError
 from clusterlm.model.config import ModelConfig
 from clusterlm.model.serialization import LoadedModel, load_model_dir
 from clusterlm.train.checkpoint import CheckpointManager
+from clusterlm.train.precision import resolve_device
 
-__all__ = ["LoadedModel", "load_base", "save_run_checkpoint"]
+__all__ = ["LoadedModel", "load_base", "save_run_checkpoint", "torch_device"]
+
+
+def torch_device(spec: str) -> torch.device:
+    """`--device` (cpu | cuda[:N] | auto) as a torch device; UsageError naming the flag."""
+    try:
+        return resolve_device(spec)
+    except ConfigError as exc:
+        raise UsageError(str(exc).replace("train.device", "--device")) from None
 
 
 def load_base(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
