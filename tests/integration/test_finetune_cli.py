@@ -168,6 +168,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(ws, capsys, tmp_path):
         ([*sft, "--data", tmp_path / "nofield.jsonl"], "field 'response' is missing"),
         ([*sft, "--data", tmp_path / "long.jsonl"], "longer than the model's context"),
         ([*sft, "--data", ws / "pairs.jsonl", "--context", "999"], "--context must be in"),
+        ([*sft, "--data", ws / "pairs.jsonl", "--batch-size", "0"], "--batch-size must be > 0"),
         (["finetune", "sft", wordlevel, "--data", ws / "pairs.jsonl", "--out", out], "cannot encode this text"),
         (["finetune", "sft", ws / "base", "--data", ws / "pairs.jsonl", "--out", tmp_path / "exists"], "exists"),
         ([*cls, "--val", tmp_path / "unseen.jsonl"], "label 'cat' does not occur in the training data"),
@@ -176,6 +177,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(ws, capsys, tmp_path):
         (["classify", ws / "base", "some text"], "without a classification head"),
         (["eval-translate", wordlevel, "--data", ws / "pairs.jsonl"], "cannot encode the reference"),
         (["eval-qa", ws / "base", "--data", tmp_path / "nofield.jsonl"], "field 'response' is missing"),
+        (["eval-translate", ws / "base", "--data", ws / "pairs.jsonl", "--limit", "0"], "--limit must be ≥ 1"),
     ]
     for argv, message in cases:
         code, _, err = _run(capsys, *argv)
