@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from clusterlm.data.tokenizer import EOS_TOKEN, PAD_TOKEN
 
 Pooling = Literal["last", "mean"]
 POOLINGS = ("last", "mean")
@@ -39,6 +41,16 @@ def hidden_states(lm: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Final (normalised) hidden states (B, T, C) of `lm` for tokens (B, T)."""
     with _without_vocabulary_head(lm):
         return lm(tokens)
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """The id right-padding uses: `<|pad|>`, else end-of-text, else 0 (padding is never attended
+    to by real tokens nor scored, so any id works; a real pad token keeps logs readable)."""
+    for token in (PAD_TOKEN, EOS_TOKEN):
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return found
+    return 0
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int,

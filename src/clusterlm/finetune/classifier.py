@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from clusterlm.errors import CheckpointError
-from clusterlm.finetune.body import Pooling, hidden_states, pad_batch, pool
+from clusterlm.finetune.body import Pooling, hidden_states, pad_batch, pad_id_of, pool
 from clusterlm.finetune.store import LoadedModel, load_base
 from clusterlm.fsio import atomic_write_bytes, atomic_write_json
 
@@ -90,11 +90,8 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Loa
     model = SequenceClassifier(loaded.model, len(labels), info["pooling"]).to(device)
     _load_head(model, loaded.path / HEAD_FILE)
     model.eval()
-    tok = loaded.tokenizer
-    pad = tok.token_to_id("<|pad|>")
-    pad = pad if pad is not None else (tok.token_to_id("<|endoftext|>") or 0)
-    return LoadedClassifier(model, [str(x) for x in labels], tok, int(info.get("max_tokens", 128)), pad,
-                            loaded.path, info)
+    return LoadedClassifier(model, [str(x) for x in labels], loaded.tokenizer, int(info.get("max_tokens", 128)),
+                            pad_id_of(loaded.tokenizer), loaded.path, info)
 
 
 def _read_info(ckpt: Path) -> dict[str, Any]:

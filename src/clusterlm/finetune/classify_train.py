@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from clusterlm.errors import UsageError
-from clusterlm.finetune.body import POOLINGS, Pooling, pad_batch
+from clusterlm.finetune.body import POOLINGS, Pooling, pad_batch, pad_id_of
 from clusterlm.finetune.classifier import SequenceClassifier, save_head
 from clusterlm.finetune.classify_data import (LabelledSet, class_weights, encode_labelled, label_set,
                                               read_labelled)
@@ -108,7 +108,7 @@ def finetune_classify(base: str | Path, data_path: str | Path, val_path: str | P
     weights = class_weights(options.class_weights, labels, train.labels)
     torch.manual_seed(settings.seed)
     model = SequenceClassifier(loaded.model, len(labels), options.pooling).to(run_device)
-    pad_id = tok.token_to_id("<|pad|>") if tok.token_to_id("<|pad|>") is not None else 0
+    pad_id = pad_id_of(tok)
     cached: dict[int, torch.Tensor] = {}
     if options.method == "head":
         for p in model.lm.parameters():

@@ -20,9 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from clusterlm.data.tokenizer import EOS_TOKEN, PAD_TOKEN
 from clusterlm.errors import UsageError
-from clusterlm.finetune.body import hidden_states
+from clusterlm.finetune.body import hidden_states, pad_id_of
 from clusterlm.finetune.lora import apply_lora, merge_lora
 from clusterlm.finetune.loop import LoopSettings, MetricsLog, autocast_for, run_loop
 from clusterlm.finetune.runfiles import base_dataset_dir, publish_run, refuse_existing
@@ -113,7 +112,7 @@ def finetune_sft(base: str | Path, data_path: str | Path, out: str | Path, *, va
         wrapped = apply_lora(lm, options.lora_rank, options.lora_alpha, options.lora_dropout)
     trainable = sum(p.numel() for p in lm.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in lm.parameters() if not p.requires_grad) + trainable
-    pad_id = tok.token_to_id(PAD_TOKEN) if tok.token_to_id(PAD_TOKEN) is not None else tok.token_to_id(EOS_TOKEN) or 0
+    pad_id = pad_id_of(tok)
     row_tokens = context + 1
     rows_per_epoch = len(make_rows(train.examples, row_tokens, options.packing, settings.seed))
     total_steps = settings.total_steps(-(-rows_per_epoch // settings.batch_size))

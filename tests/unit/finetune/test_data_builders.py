@@ -13,7 +13,7 @@ from clusterlm.finetune.data_classify import build_classification_data, snippets
 from clusterlm.finetune.data_qa import build_qa_data, first_sentence
 from clusterlm.finetune.data_translate import build_translation_data, clean_pair, read_mo
 from clusterlm.finetune.splits import assign_splits
-from fthelp import mo_bytes, write_catalog
+from fthelp import write_catalog
 
 PAIRS = [("Open file", "打开文件"), ("Cannot read %s", "无法读取 %s"), ("%s: %s", "%s：%s"),
          ("GTK", "GTK"), ("Line one\nLine two", "第一行\n第二行"), ("ctx\x04Save", "保存"),
