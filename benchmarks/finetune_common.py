@@ -66,7 +66,7 @@ class Bench:
 
 
 def pretrain(bench: Bench, name: str, prepare_args: list[str], minutes: float) -> Path:
-    """A small GPT (configs/quickstart.yaml: 2 layers, width 128, 4096-token BPE, context 128) trained
+    """A small GPT (the `quickstart` recipe: 2 layers, width 128, 4096-token BPE, context 128) trained
     for `minutes` on a dataset prepared with `prepare_args`; reused when already complete."""
     data, run = bench.work / f"{name}_data", bench.work / f"{name}_base"
     if (data / "manifest.json").is_file():
@@ -77,8 +77,7 @@ def pretrain(bench: Bench, name: str, prepare_args: list[str], minutes: float) -
     if (run / "latest").is_file():
         bench.skip(f"pretrain {name}", str(run))
     else:
-        config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-        bench.run(f"pretrain {name}", ["train", str(config), f"data.dir={data}", f"train.out_dir={run}",
+        bench.run(f"pretrain {name}", ["train", "quickstart", f"data.dir={data}", f"train.out_dir={run}",
                                        f"train.max_minutes={minutes}", "train.tensorboard=false"])
     return run
 

@@ -139,8 +139,8 @@ def _bad_wordlevel_checkpoint(root: Path) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     from clusterlm.model.build import build_model
-    from clusterlm.model.config import ModelConfig
-    from clusterlm.model.serialization import save_model_dir
+    from clusterlm.config.model import ModelConfig
+    from clusterlm.checkpoint.formats import save_model_dir
 
     vocab = {w: i for i, w in enumerate(["[UNK]", "<|endoftext|>", "<|pad|>", "<", "|", ">", *WORDS])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

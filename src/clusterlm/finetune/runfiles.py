@@ -24,7 +24,7 @@ from clusterlm.errors import OutputExistsError
 from clusterlm.fsio import atomic_dir, atomic_write_json
 from clusterlm.finetune.loop import MetricsLog
 from clusterlm.finetune.store import save_run_checkpoint
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
-from clusterlm.model.serialization import save_model_dir
+from clusterlm.config.model import ModelConfig
+from clusterlm.checkpoint.formats import save_model_dir
 
 
 @pytest.fixture(autouse=True)

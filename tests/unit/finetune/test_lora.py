@@ -8,7 +8,7 @@ import torch
 from clusterlm.errors import UsageError
 from clusterlm.finetune.lora import LoRALinear, apply_lora, merge_lora
 from clusterlm.model.build import build_model
-from clusterlm.model.config import ModelConfig
+from clusterlm.config.model import ModelConfig
 
 TOKENS = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6], [5, 3, 5, 8, 9, 7, 9, 3]])
 
