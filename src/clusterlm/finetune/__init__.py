@@ -5,8 +5,9 @@
                           baselines (TF-IDF, identity) ──▶ metrics ◀── evaluate
 
 Modules: `jsonl` (reading records), `store` (the one place checkpoints are read and
-written), `body` (hidden states and pooling), `classifier`, `lora`, `sft_data` (loss
-mask, packing), `loop` (optimizer, schedule, log), `classify_train`, `sft_train`,
-`decode`, `metrics`, `baselines`, `evaluate`, the offline dataset builders `data_classify`,
-`data_translate`, `data_qa`, and `api` (one function per verb, called by the CLI).
+written), `runfiles` (atomic run dirs), `body` (hidden states, padding, pooling),
+`classifier` + `classify_data` + `classify_train`, `lora`, `sft_data` (loss mask, packing) +
+`sft_train`, `loop` (optimizer, schedule, log), `decode`, `metrics`, `baselines`, `evaluate`,
+the offline dataset builders `data_classify`, `data_translate`, `data_qa` (split by group with
+`splits`), `extras` (the optional dependencies) and `api` (one function per verb, called by the CLI).
 """
