@@ -42,6 +42,10 @@ VERBS: dict[str, Verb] = {
     "jobs": Verb("jobs", "show Slurm jobs: state, elapsed time, nodes, log tail"),
     "theory": Verb("theory", "worked examples: backprop by hand, the sigmoid classifier"),
     "quickstart": Verb("quickstart", "prepare → train → eval → generate on the default corpus"),
+    "finetune": Verb("finetune", "fine-tune a checkpoint: classify, sft (full/LoRA); build task datasets"),
+    "classify": Verb("classify", "label texts with a fine-tuned classifier"),
+    "eval-translate": Verb("eval_translate", "chrF/BLEU of a translation model vs identity and TM"),
+    "eval-qa": Verb("eval_qa", "exact match / F1 of a QA model vs TF-IDF retrieval"),
 }
 
 
@@ -59,7 +63,7 @@ class ArgParser(argparse.ArgumentParser):
 
 
 def _top_parser() -> ArgParser:
-    lines = [f"  {name:<11} {verb.help}" for name, verb in VERBS.items()]
+    lines = [f"  {name:<14} {verb.help}" for name, verb in VERBS.items()]
     parser = ArgParser(
         prog="clusterlm",
         description="Build a language model end to end and plan/run it on a cluster.",
