@@ -76,14 +76,15 @@ def test_sft_full_run_dir_works_with_eval_generate_export_and_serve(ws, capsys, 
     assert code == 0 and (tmp_path / "sft.safetensors").is_file()
     from fastapi.testclient import TestClient
 
-    from clusterlm.cli.generate import load_for_generation
+    from clusterlm.generate.loading import load_for_generation
     from clusterlm.serve.app import create_app
 
     loaded = load_for_generation(str(tmp_path / "sft"), "cpu")
     app = create_app(loaded.model, loaded.tokenizer, model_name="sft", eos_id=0, max_new_tokens_limit=8)
-    reply = TestClient(app).post("/v1/completions", json={"prompt": "translate fox", "max_tokens": 4,
-                                                          "temperature": 0})
-    assert reply.status_code == 200 and "text" in reply.json()["choices"][0]
+    with TestClient(app) as client:  # the context runs the app's lifespan (its decode loop)
+        reply = client.post("/v1/chat/completions", json={"model": "sft", "max_tokens": 4, "temperature": 0,
+                                                          "messages": [{"role": "user", "content": "translate fox"}]})
+    assert reply.status_code == 200 and "content" in reply.json()["choices"][0]["message"]
 
 
 def test_sft_lora_on_chat_records_then_eval_translate_and_eval_qa(ws, capsys, tmp_path):
