@@ -21,7 +21,8 @@ from clusterlm.checkpoint.hf import HFDir
 from clusterlm.checkpoint.layout import CHECKPOINTS_DIR, LATEST_FILE, META_FILE
 from clusterlm.config.model import ModelConfig
 from clusterlm.errors import CheckpointError
-from clusterlm.model.build import build_model
+from clusterlm.model.build import build_model, model_bytes
+from clusterlm.runtime.memory import require_memory
 
 FORMATS: tuple[ModelFormat, ...] = (SingleFile(), DCPDir(), ClusterlmDir(), HFDir())
 
@@ -78,6 +79,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", verify: boo
     """Load the model at `path` onto `device`, in eval mode (see the module docstring for PATH)."""
     source = open_model(path)
     tokenizer = load_tokenizer_file(source.tokenizer_path)
+    params, need = model_bytes(source.config)
+    require_memory(need, torch.device(device), f"{source.path}: the model ({params:,} parameters in fp32)",
+                   "load it on a device with more memory (--device)")
     model = build_model(source.config, device=device, seed=None)  # every weight is loaded next
     source.load_into(model, verify=verify)
     model.eval()

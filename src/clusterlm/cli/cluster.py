@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--diagram", default=None,
                       help="topology PNG path (default: <preset>-topology.png in the current directory)")
     show.add_argument("--no-diagram", action="store_true", help="tables only")
+    show.add_argument("--overwrite", action="store_true", help="replace an existing diagram file")
     show.add_argument("--json", action="store_true", help="print the resolved numbers as JSON")
     probe = sub.add_parser("probe", help="measure this machine and write a cluster spec")
     probe.add_argument("--out", help="write the spec YAML here")
@@ -53,8 +54,14 @@ def _show(args: argparse.Namespace) -> int:
 
     from clusterlm.cluster.report import cluster_tables, topology_diagram
     from clusterlm.cluster.spec import load_cluster
+    from clusterlm.errors import OutputExistsError
 
     cluster = load_cluster(args.spec, args.gpus)
+    slug = Path(args.spec).stem if Path(args.spec).suffix else args.spec
+    diagram = None if args.no_diagram or args.json else Path(args.diagram or f"{slug}-topology.png")
+    if diagram is not None and diagram.exists() and not args.overwrite:
+        raise OutputExistsError(f"{diagram} exists; pass --overwrite to replace it, --diagram PATH to write "
+                                "elsewhere, or --no-diagram")
     if args.json:
         print(json.dumps({"name": cluster.name, "nodes": cluster.nodes, "gpus_per_node": cluster.gpus_per_node,
                           "num_gpus": cluster.num_gpus, "accelerator": asdict(cluster.acc),
@@ -66,10 +73,8 @@ def _show(args: argparse.Namespace) -> int:
     console = Console()
     for table in cluster_tables(cluster):
         console.print(table)
-    if not args.no_diagram:
-        slug = Path(args.spec).stem if Path(args.spec).suffix else args.spec
-        path = topology_diagram(cluster, args.diagram or f"{slug}-topology.png")
-        console.print(f"topology diagram: {path}")
+    if diagram is not None:
+        console.print(f"topology diagram: {topology_diagram(cluster, diagram)}")
     return 0
 
 
@@ -81,10 +86,12 @@ def _probe(args: argparse.Namespace) -> int:
     from clusterlm.config.base import validate
     from clusterlm.errors import OutputExistsError
     from clusterlm.fsio import atomic_write_text
+    from clusterlm.runtime.device import resolve_device
 
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out} exists; pass --overwrite to replace it")
-    res = probe(args.device, quick=args.quick, disk_dir=None if args.no_disk else args.disk_dir,
+    device = str(resolve_device(args.device, option="--device"))  # a device this machine has
+    res = probe(device, quick=args.quick, disk_dir=None if args.no_disk else args.disk_dir,
                 allreduce=not args.no_allreduce)
     spec = probe_spec(res, name=args.name)
     validate(ClusterSpec, spec)  # the file we write must load

@@ -5,14 +5,23 @@ and `run(args) -> int`; its module docstring is its `--help` description. A verb
 only parses and prints; the work is one call into `clusterlm.api`. Verb modules are imported
 only when used, and import the api inside `run`, so `--help` never imports torch (seconds).
 
-Process-wide settings belong here, at the entry point, never in library code: for verbs that
-train, glibc's allocator is told to keep freed memory (`runtime/host.py`, ~1.4× faster CPU
-steps); `--no-host-tuning` (or CLUSTERLM_NO_HOST_TUNING=1) leaves the allocator alone.
+Process-wide settings belong here, at the entry point, never in library code:
+  * for verbs that train, glibc's allocator is told to keep freed memory (`runtime/host.py`,
+    ~1.4× faster CPU steps); `--no-host-tuning` (or CLUSTERLM_NO_HOST_TUNING=1) leaves it alone;
+  * a worker started by torchrun (TORCHELASTIC_RUN_ID set) asks the kernel for SIGTERM when its
+    agent dies (`runtime/host.exit_with_parent`), so killing the agent never leaves workers
+    training on their own; SIGTERM makes the trainer checkpoint after the step and exit.
+
+Errors end here, as one line on stderr (`describe_failure`): the project's own errors with their
+message and exit status; what the user's environment caused — a path that cannot be written, a
+full disk, text that is not valid Unicode, sizes beyond the machine's memory — with the path and
+the fix, exit 2; anything else is a bug ("internal error", exit 1; `--debug` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -20,7 +29,7 @@ from dataclasses import dataclass
 
 from clusterlm import __version__
 from clusterlm.errors import ClusterLMError
-from clusterlm.runtime.host import keep_freed_host_memory
+from clusterlm.runtime.host import exit_with_parent, keep_freed_host_memory
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,61 @@ def verb_parser(name: str) -> tuple[ArgParser, object]:
     return parser, module
 
 
+# errno → (what happened, what to do). Each is caused by the user's paths or machine: exit 2.
+_OS_ERRORS: dict[int, tuple[str, str]] = {
+    errno.EACCES: ("permission denied", "choose a path you may write to, or change its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a path you may write to, or change its permissions"),
+    errno.ENOTDIR: ("a part of this path is a file, not a directory", "choose a path inside a directory"),
+    errno.EEXIST: ("already exists (as a file where a directory is needed?)", "choose another path or move it away"),
+    errno.EISDIR: ("is a directory, not a file", "give a file path"),
+    errno.ENOENT: ("does not exist", "check the path"),
+    errno.EROFS: ("is on a read-only file system", "choose a writable location"),
+    errno.ENOSPC: ("no space left on the device", "free some space or write to another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write to another disk"),
+    errno.EFBIG: ("file too large for this file system", "write to another file system"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+    errno.ELOOP: ("too many levels of symbolic links", "fix the symbolic link loop"),
+    errno.EMFILE: ("too many open files", "raise the limit (ulimit -n)"),
+    errno.ENFILE: ("too many open files on this system", "close other programs or raise the limit"),
+    errno.EADDRINUSE: ("address already in use", "choose another --port, or stop the program using it"),
+    errno.EADDRNOTAVAIL: ("address not available on this machine", "choose another --host"),
+}
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """The one `error:` line (without the prefix) and exit status for an exception that ends a verb."""
+    if isinstance(exc, ClusterLMError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, OSError) and exc.errno in _OS_ERRORS:
+        what, fix = _OS_ERRORS[exc.errno]
+        where = " → ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        return (f"{where}: {what}; {fix}" if where else f"{what}; {fix}"), 2
+    if isinstance(exc, OSError) and exc.errno is not None:  # the machine failed (I/O, network): not a bug
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return f"{where}{exc.strerror or exc}", 1
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"input is not valid {exc.encoding} text ({exc.reason} at byte {exc.start}); "
+                "convert it to UTF-8"), 2
+    if isinstance(exc, UnicodeError):
+        return (f"text that is not valid Unicode ({exc}); lone surrogates cannot be encoded — fix the "
+                "input, or set PYTHONIOENCODING=utf-8 if the terminal cannot show it"), 2
+    if _out_of_memory(exc):
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return (f"out of memory ({detail}); lower the sizes (model, batch, sequence length) or use a "
+                "machine with more memory"), 2
+    return (f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
+            "and report it"), 1
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError, or the CPU allocator's RuntimeError (matched by text:
+    importing torch here would slow every `--help`)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -105,12 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         args.debug = debug
         if top.verb in TRAINING_VERBS and not (top.no_host_tuning or os.environ.get("CLUSTERLM_NO_HOST_TUNING")):
             keep_freed_host_memory()
+        if os.environ.get("TORCHELASTIC_RUN_ID"):  # a torchrun worker: die with the agent
+            exit_with_parent()
         return int(module.run(args) or 0)  # type: ignore[attr-defined]
-    except ClusterLMError as exc:
-        if debug:
-            raise
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
@@ -120,13 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    except Exception as exc:  # noqa: BLE001 - last resort: never a bare traceback for users
+    except Exception as exc:  # noqa: BLE001 - every failure is one line; --debug shows the traceback
         if debug:
             raise
-        sys.stderr.write(
-            f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback\n"
-        )
-        return 1
+        message, code = describe_failure(exc)
+        sys.stderr.write(f"error: {_one_line(message)}\n")
+        return code
+
+
+def _one_line(message: str) -> str:
+    """Exception texts may hold newlines (a path, a wrapped traceback); the contract is one line."""
+    return " ".join(line.strip() for line in message.splitlines()) if "\n" in message else message
 
 
 def entry() -> None:

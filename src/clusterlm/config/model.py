@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from clusterlm.config import limits as L
 from clusterlm.config.base import Section
 from clusterlm.config.presets import preset_fields
 from clusterlm.errors import ConfigError
@@ -22,26 +23,30 @@ RECURRENT_STYLES = ("rnn", "lstm", "gru")
 
 
 class ModelConfig(Section):
+    """Every size has a range (`config/limits.py`); nan and inf are refused."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
     preset: str | None = None
     style: Style = "gpt2"
-    n_layer: int = 4
-    n_head: int = 4
+    n_layer: int = Field(default=4, ge=1, le=L.MAX_LAYERS)
+    n_head: int = Field(default=4, ge=1, le=L.MAX_HEADS)
     # Grouped-query attention: key/value heads shared by n_head // n_kv_head query heads.
-    n_kv_head: int | None = None
-    d_model: int = 128
+    n_kv_head: int | None = Field(default=None, ge=1, le=L.MAX_HEADS)
+    d_model: int = Field(default=128, ge=1, le=L.MAX_D_MODEL)
     # Feed-forward width; None derives it (4·d for GPT-2, ≈ 8/3·d rounded up to 64 for SwiGLU).
-    d_ff: int | None = None
+    d_ff: int | None = Field(default=None, ge=1, le=L.MAX_D_FF)
     # None: taken from the dataset's tokenizer when training starts.
-    vocab_size: int | None = None
+    vocab_size: int | None = Field(default=None, ge=2, le=L.MAX_VOCAB)
     # Context length (learned-position table size for GPT-2, RoPE cache length for Llama).
-    max_seq_len: int = 256
-    dropout: float = 0.0
+    max_seq_len: int = Field(default=256, ge=1, le=L.MAX_SEQ_LEN)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     tie_embeddings: bool = True
     # None: True for GPT-2 (linear and LayerNorm biases), False for Llama.
     bias: bool | None = None
-    norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-    init_std: float = 0.02
+    norm_eps: float = Field(default=1e-5, gt=0.0, le=1.0)
+    rope_theta: float = Field(default=10000.0, ge=L.MIN_ROPE_THETA, le=L.MAX_ROPE_THETA)
+    init_std: float = Field(default=0.02, gt=0.0, le=L.MAX_INIT_STD)  # std of the normal initialisation
 
     @model_validator(mode="before")
     @classmethod
@@ -54,15 +59,6 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        for name in ("n_layer", "n_head", "d_model", "max_seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.vocab_size is not None and self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be ≥ 2, got {self.vocab_size}")
-        if self.d_ff is not None and self.d_ff < 1:
-            raise ValueError(f"d_ff must be ≥ 1, got {self.d_ff}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.style in TRANSFORMER_STYLES:
             if self.d_model % self.n_head:
                 raise ValueError(

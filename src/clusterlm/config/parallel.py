@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
+from clusterlm.config import limits as L
 from clusterlm.config.base import Section
 from clusterlm.config.model import ModelConfig
 from clusterlm.config.pipeline import split_layers
@@ -37,21 +38,23 @@ PP_SCHEDULES = ("gpipe", "1f1b", "interleaved_1f1b")
 
 
 class ParallelConfig(Section):
-    dp_replicate: int = Field(default=1, ge=1)  # DDP replicas (HSDP replicas when combined with dp_shard/tp)
-    dp_shard: int = Field(default=-1, ge=-1)  # FSDP2 shards; -1 = whatever is left of the world
-    tp: int = Field(default=1, ge=1)  # DTensor tensor parallel (with sequence parallel on norms)
-    pp: int = Field(default=1, ge=1)  # pipeline-parallel ranks (torch.distributed.pipelining)
+    model_config = ConfigDict(allow_inf_nan=False)  # every number has a range (config/limits.py)
+
+    dp_replicate: int = Field(default=1, ge=1, le=L.MAX_DEGREE)  # DDP replicas (HSDP replicas when combined with dp_shard/tp)
+    dp_shard: int = Field(default=-1, ge=-1, le=L.MAX_DEGREE)  # FSDP2 shards; -1 = whatever is left of the world
+    tp: int = Field(default=1, ge=1, le=L.MAX_DEGREE)  # DTensor tensor parallel (with sequence parallel on norms)
+    pp: int = Field(default=1, ge=1, le=L.MAX_DEGREE)  # pipeline-parallel ranks (torch.distributed.pipelining)
     # Pipeline schedule; interleaved_1f1b runs pp_virtual_stages stages per rank (the planner's v).
     pp_schedule: Literal["gpipe", "1f1b", "interleaved_1f1b"] = "1f1b"
-    pp_virtual_stages: int = Field(default=1, ge=1)
+    pp_virtual_stages: int = Field(default=1, ge=1, le=L.MAX_LAYERS)
     pp_stage_layers: list[int] | None = None  # layers per stage (pp × virtual stages entries); None: the rule
 
     # --- process group
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: NCCL on CUDA GPUs, gloo on CPU
-    timeout_s: float = Field(default=600.0, gt=0)  # a collective that waits longer fails the run
+    timeout_s: float = Field(default=600.0, gt=0, le=L.MAX_TIMEOUT_S)  # a collective that waits longer fails the run
 
     # --- DDP (dp_replicate only)
-    ddp_bucket_mb: float = Field(default=25.0, gt=0)  # gradients all-reduced per bucket (PyTorch default 25)
+    ddp_bucket_mb: float = Field(default=25.0, gt=0, le=1e6)  # gradients all-reduced per bucket (PyTorch default 25)
     # Gradients cast to 16 bits for the all-reduce (half the bytes), summed, cast back.
     grad_compression: Literal["none", "bf16", "fp16"] = "none"
 
@@ -62,7 +65,7 @@ class ParallelConfig(Section):
     fsdp_reshard_after_forward: Literal["default", "always", "never"] = "default"
     # Blocks whose all-gather is issued ahead of use: 0 keeps FSDP2's implicit one-ahead
     # prefetch, n > 0 sets explicit forward/backward prefetch lists n blocks deep.
-    fsdp_prefetch: int = Field(default=0, ge=0)
+    fsdp_prefetch: int = Field(default=0, ge=0, le=L.MAX_LAYERS)
     # FSDP2 MixedPrecisionPolicy: dtype of the gathered weights (auto: train.precision when it
     # is bf16/fp16, else fp32) and of the gradient reduce-scatter.
     fsdp_param_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

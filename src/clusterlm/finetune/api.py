@@ -26,6 +26,7 @@ from clusterlm.finetune.loop import LoopSettings
 from clusterlm.finetune.runfiles import refuse_existing
 from clusterlm.finetune.sft_train import SFTOptions, finetune_sft
 from clusterlm.finetune.store import torch_device
+from clusterlm.generate.text import require_text
 
 __all__ = ["ClassifyOptions", "LoopSettings", "SFTOptions", "build_data", "classify_texts", "eval_classifier",
            "eval_qa", "eval_translate", "finetune_classify", "finetune_sft"]
@@ -60,6 +61,8 @@ def classify_texts(checkpoint: str | Path, texts: Sequence[str], device: str = "
     """For each text: the top label and every label's probability (highest first)."""
     if not texts or any(not t.strip() for t in texts):
         raise UsageError("give at least one non-empty text to classify")
+    for i, text in enumerate(texts):
+        require_text(text, f"TEXT {i + 1}")
     clf = load_classifier(checkpoint, device=torch_device(device))
     probs = clf.predict_proba(list(texts))
     out = []

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from clusterlm.config import limits as L
+from clusterlm.config.limits import check_range
 from clusterlm.config.train import TrainConfig
 from clusterlm.errors import TrainingError, UsageError
 from clusterlm.train.optim import WarmupCosineSchedule, build_optimizer
@@ -41,15 +43,18 @@ class LoopSettings:
     eval_every: int | None = None  # validate every N steps (None: only at the end)
 
     def check(self) -> None:
-        for name in ("lr", "epochs", "batch_size", "log_every"):
-            if getattr(self, name) <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UsageError(f"--max-steps must be ≥ 1, got {self.max_steps}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise UsageError(f"--max-minutes must be > 0, got {self.max_minutes}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise UsageError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+        """Every number in range (`config/limits.py`), before anything is loaded."""
+        check_range("--lr", self.lr, 0, L.MAX_LR, low_open=True)
+        check_range("--epochs", self.epochs, 0, 1e6, low_open=True)
+        check_range("--max-steps", self.max_steps, 1, L.MAX_STEPS)
+        check_range("--max-minutes", self.max_minutes, 0, L.MAX_MINUTES, low_open=True)
+        check_range("--batch-size", self.batch_size, 1, L.MAX_MICRO_BATCH)
+        check_range("--warmup-fraction", self.warmup_fraction, 0, 1, high_open=True)
+        check_range("--weight-decay", self.weight_decay, 0, 1e3)
+        check_range("--grad-clip", self.grad_clip, 0, 1e6)
+        check_range("--seed", self.seed, 0, L.SEED_MAX)
+        check_range("--log-every", self.log_every, 1, L.MAX_STEPS)
+        check_range("--eval-every", self.eval_every, 1, L.MAX_STEPS)
 
     def total_steps(self, batches_per_epoch: int) -> int:
         if self.max_steps is not None:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from clusterlm.config import limits as L
+from clusterlm.config.limits import check_range
 from clusterlm.errors import UsageError
 from clusterlm.finetune.body import hidden_states, pad_id_of
 from clusterlm.finetune.lora import apply_lora, merge_lora
@@ -41,6 +43,12 @@ class SFTOptions:
     packing: bool = True
     drop_long: bool = False
     context: int | None = None  # tokens per input row; default the model's max_seq_len
+
+    def check(self) -> None:
+        check_range("--lora-rank", self.lora_rank, 1, L.MAX_D_MODEL)
+        check_range("--lora-alpha", self.lora_alpha, 0, 1e6, low_open=True)
+        check_range("--lora-dropout", self.lora_dropout, 0, 1, high_open=True)
+        check_range("--context", self.context, 2, L.MAX_SEQ_LEN)
 
 
 def masked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -102,6 +110,7 @@ def finetune_sft(base: str | Path, data_path: str | Path, out: str | Path, *, va
     out = Path(out)
     refuse_existing(out, overwrite)
     settings.check()
+    options.check()
     run_device = torch_device(device)
     loaded, context, train, val = _prepare(base, data_path, val_path, options, run_device)
     lm, tok = loaded.model, loaded.tokenizer

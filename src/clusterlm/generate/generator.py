@@ -24,7 +24,7 @@ from typing import Any
 from torch import nn
 
 from clusterlm.generate.engine import DecodeEngine, GenerationSettings, context_limit
-from clusterlm.generate.text import StreamDecoder, TextAssembler
+from clusterlm.generate.text import StreamDecoder, TextAssembler, require_text
 
 __all__ = ["GenerationSettings", "StreamDecoder", "TextStream", "context_limit", "generate_ids", "generate_text"]
 
@@ -51,7 +51,7 @@ class TextStream:
     def __init__(self, model: nn.Module, tokenizer: Any, prompt: str, settings: GenerationSettings,
                  stops: Sequence[str] = ()):
         self.model, self.tokenizer, self.settings, self.stops = model, tokenizer, settings, stops
-        self.prompt_ids: list[int] = tokenizer.encode(prompt).ids
+        self.prompt_ids: list[int] = tokenizer.encode(require_text(prompt, "the prompt")).ids
         self.completion_tokens = 0
         self.finish_reason = "length"
 

@@ -10,6 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from clusterlm.errors import UsageError
+
+
+def require_text(text: str, what: str) -> str:
+    """`text` if it is valid Unicode; a lone surrogate (what undecodable bytes in a command-line
+    argument become, or a JSON `\\ud800` escape) is a UsageError naming `what` and the position."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{what} is not valid text: a lone surrogate {text[exc.start]!r} at character "
+                         f"{exc.start} (bytes that are not UTF-8?); give it as UTF-8") from None
+    return text
+
 
 class StreamDecoder:
     """Incremental detokenisation that never splits a character.

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from clusterlm.config.model import ModelConfig
+from clusterlm.model.flops import param_count
 from clusterlm.model.recurrent import RecurrentLM
 from clusterlm.model.transformer import Transformer
 
@@ -28,3 +29,10 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu", seed: int 
     if torch.device(device).type != "meta" and seed is not None:
         model.init_weights(seed)
     return model
+
+
+def model_bytes(cfg: ModelConfig) -> tuple[int, int]:
+    """(parameters, fp32 bytes of the built model: weights plus the RoPE tables) — without building it."""
+    params = param_count(cfg)
+    rope = 2 * cfg.max_seq_len * cfg.head_dim * 4 if cfg.style == "llama" else 0  # cos and sin, fp32
+    return params, 4 * params + rope

@@ -1,4 +1,8 @@
-"""Keep freed host memory for reuse: a large, free speed-up for CPU training.
+"""Process-wide host settings, applied only by the CLI entry point (`cli/main.py`).
+
+`exit_with_parent`: a torchrun worker asks the kernel to signal it when its agent dies.
+
+`keep_freed_host_memory`: keep freed host memory for reuse, a large, free speed-up for CPU training.
 
 glibc's malloc serves every allocation above 32 MB with a fresh `mmap` and returns it to the kernel
 on free. A training step allocates and frees the same large tensors every time (activations, their
@@ -14,6 +18,8 @@ it exits, which is what a training process does anyway.
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
 import sys
 
 # glibc <malloc.h>
@@ -41,3 +47,31 @@ def keep_freed_host_memory() -> bool:
     mallopt.restype = ctypes.c_int
     _applied = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _INT_MAX) == 1
     return _applied
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def exit_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Have the kernel send `sig` to this process when its parent dies (Linux `prctl`); True if set.
+
+    torchrun's agent is the parent of its workers. If the agent is killed (`kill -9`, an OOM kill),
+    its workers would otherwise go on training and advancing the run's `latest` checkpoint beside a
+    restarted job. SIGTERM lets the trainer finish its step, checkpoint and exit. A parent that died
+    before the request took effect is caught by comparing the parent pid before and after it (a
+    parent that died even earlier, before this process reached Python, cannot be told apart from a
+    legitimate adoption and is missed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    if prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # orphaned between the two calls: the signal will never come
+        os.kill(os.getpid(), sig)
+    return True

@@ -18,7 +18,7 @@ SPAN_LEN = 3  # tokens per masked span
 
 
 def augment_generator(seed: int, step: int, micro: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + micro)
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_009 + micro) % 2**64)  # torch takes 64 bits
 
 
 def span_mask(x: torch.Tensor, rate: float, pad_id: int, generator: torch.Generator) -> torch.Tensor:

@@ -24,7 +24,8 @@ from clusterlm.distributed.comm_stats import CommRecorder
 from clusterlm.distributed.parallelize import Parallelized, parallelize
 from clusterlm.distributed.pipeline import PipelineParallel, pipeline_parts
 from clusterlm.errors import CheckpointError, ConfigError, DataError
-from clusterlm.model.build import build_model
+from clusterlm.model.build import build_model, model_bytes
+from clusterlm.runtime.memory import require_memory
 from clusterlm.runtime.mesh import Layout, make_layout
 from clusterlm.runtime.precision import Precision, select_precision
 from clusterlm.runtime.process import Process
@@ -145,6 +146,16 @@ def load_init_weights(model: nn.Module, model_cfg: ModelConfig, source: str | Pa
     return found.path
 
 
+def check_model_fits(model_cfg: ModelConfig, shards: int, device: torch.device) -> None:
+    """Refuse a model whose fp32 weights, gradients and AdamW moments (16 bytes per parameter, split
+    over the ranks that shard them) exceed the device's free memory, before anything is allocated."""
+    params, weight_bytes = model_bytes(model_cfg)
+    need = (4 * weight_bytes) // max(1, shards)
+    require_memory(need, device, f"the model ({params:,} parameters; fp32 weights, gradients and AdamW state)",
+                   "choose a smaller model (model.d_model, model.n_layer, model.vocab_size) or shard it over "
+                   "more ranks (parallel.dp_shard, parallel.tp, parallel.pp)")
+
+
 def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_cfg: ModelConfig,
                      init_from: str | None) -> Components:
     """The model on this rank's device with the run's layout applied, and its optimizer and loader.
@@ -161,6 +172,7 @@ def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_c
     precision = select_precision(tcfg.precision, process.device, process.collectives,
                                  fp16_ok=not (plan.fsdp or plan.tp > 1))
     split = plan.fsdp or plan.tp > 1 or plan.pp > 1
+    check_model_fits(model_cfg, plan.dp_shard * plan.tp * plan.pp, process.device)
     torch.manual_seed(tcfg.seed)
     model = build_model(model_cfg, device="meta" if split else "cpu", seed=tcfg.seed)
     if init_from is not None and not split:
