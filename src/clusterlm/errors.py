@@ -43,3 +43,7 @@ class TrainingError(ClusterLMError):
 
 class DistributedError(ClusterLMError):
     """Invalid parallel configuration or a failed distributed setup."""
+
+
+class RunLockedError(ClusterLMError):
+    """Another trainer holds the run dir's lock (`RUN/train.lock`)."""

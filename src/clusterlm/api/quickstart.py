@@ -16,6 +16,9 @@ from typing import Any
 
 from clusterlm.api.evaluate import evaluate
 from clusterlm.checkpoint.load import load_model
+from clusterlm.checkpoint.runlock import RunLock
+from clusterlm.config import limits as L
+from clusterlm.config.limits import check_range
 from clusterlm.config.data import DataConfig
 from clusterlm.config.run import RunConfig
 from clusterlm.data import corpus
@@ -25,6 +28,7 @@ from clusterlm.errors import CheckpointError, ClusterLMError, OutputExistsError,
 from clusterlm.eval.compression import compressed_bits_per_byte, split_text
 from clusterlm.generate.generator import GenerationSettings, generate_text
 from clusterlm.generate.sampling import SamplingSettings
+from clusterlm.generate.text import require_text
 from clusterlm.train.trainer import Trainer
 
 DEFAULT_PROMPT = "def "
@@ -33,9 +37,11 @@ DEFAULT_PROMPT = "def "
 def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 120,
                progress: bool = True, stream: bool = True) -> dict[str, Any]:
     """Run the four stages; return the numbers the summary prints."""
+    require_text(prompt, "--prompt")  # checked before minutes of work, not after
+    check_range("--max-new-tokens", max_new_tokens, 0, L.MAX_SEQ_LEN)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    data_dir, reused = prepare_or_reuse(cfg.data, quiet=not progress)
+    data_dir, reused = prepare_or_reuse(cfg.data, quiet=not progress, fresh=fresh)
     seconds["prepare"] = time.perf_counter() - t0
 
     run_dir = Path(cfg.train.out_dir)
@@ -45,8 +51,8 @@ def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PRO
     _say(f"[2/4] training {cfg.model.preset or cfg.model.style} for up to {cfg.train.max_minutes or '?'} min → {run_dir}")
     try:
         result = Trainer(cfg, progress=progress).run()
-    except CheckpointError as exc:  # e.g. the recipe changed since the last quickstart
-        raise CheckpointError(f"{exc} (or rerun with --fresh to start the quickstart run over)") from None
+    except (CheckpointError, OutputExistsError) as exc:  # e.g. the recipe changed since the last quickstart
+        raise type(exc)(f"{exc} (quickstart: rerun with --fresh to start its run over)") from None
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -80,11 +86,12 @@ def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PRO
     }
 
 
-def prepare_or_reuse(data_cfg: DataConfig, quiet: bool) -> tuple[Path, bool]:
+def prepare_or_reuse(data_cfg: DataConfig, quiet: bool, fresh: bool = False) -> tuple[Path, bool]:
     """Prepare `data_cfg.dir` unless it already holds a complete dataset made with the same settings.
 
     "Same" = the data config recorded in its manifest equals ours and it was made from the same
-    source (for the default corpus: this Python's standard library).
+    source (for the default corpus: this Python's standard library). A dataset made otherwise is
+    replaced only with `fresh` (it may be one the user pointed data.dir at by mistake).
     """
     out = Path(data_cfg.dir)
     wanted = data_cfg.model_dump(mode="json", exclude={"dir", "workers"})
@@ -100,6 +107,9 @@ def prepare_or_reuse(data_cfg: DataConfig, quiet: bool) -> tuple[Path, bool]:
     replace = out.exists()
     if replace and not (out / "manifest.json").is_file() and any(out.iterdir()):
         raise OutputExistsError(f"data.dir {out} exists and is not a clusterlm dataset; choose another data.dir")
+    if replace and (out / "manifest.json").is_file() and not fresh:
+        raise OutputExistsError(f"data.dir {out} holds a dataset prepared with other settings or sources; pass "
+                                "--fresh to replace it, or choose another data.dir")
     _say(f"[1/4] preparing {out} from {source}")
     prepare_dataset(data_cfg, out, overwrite=replace, quiet=quiet)
     return out, False
@@ -127,7 +137,11 @@ def _remove_run_dir(run_dir: Path) -> None:
     # Only ever delete something that looks like a run dir (never an arbitrary out_dir).
     if not ((run_dir / "checkpoints").is_dir() or (run_dir / "metrics.jsonl").is_file()):
         raise UsageError(f"--fresh: {run_dir} does not look like a run dir; remove it yourself")
-    shutil.rmtree(run_dir)
+    lock = RunLock(run_dir).acquire()  # never delete a run another trainer is writing
+    try:
+        shutil.rmtree(run_dir)
+    finally:
+        lock.release()
 
 
 def _say(text: str) -> None:

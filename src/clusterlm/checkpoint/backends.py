@@ -13,9 +13,11 @@ in one dict (torchtitan's pattern).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +29,7 @@ from clusterlm.checkpoint.formats import MODEL_KEY, ClusterlmDir, save_model_dir
 from clusterlm.checkpoint.layout import TOKENIZER_FILE, TRAIN_STATE_FILE, TRAIN_STATE_JSON, new_meta, write_meta
 from clusterlm.checkpoint.safety import load_torch_file
 from clusterlm.checkpoint.state import (
+    check_optimizer_state,
     load_model_state,
     load_optimizer_state,
     merge_tensors,
@@ -36,7 +39,7 @@ from clusterlm.checkpoint.state import (
     split_tensors,
 )
 from clusterlm.config.model import ModelConfig
-from clusterlm.errors import CheckpointError
+from clusterlm.errors import CheckpointError, ClusterLMError
 from clusterlm.fsio import atomic_write_bytes, atomic_write_json
 
 
@@ -75,10 +78,27 @@ def _read_local(directory: Path, model: nn.Module, states: dict[str, Stateful]) 
     if missing:
         raise CheckpointError(f"{directory / TRAIN_STATE_FILE} lacks state for: {', '.join(missing)}")
     for name, obj in states.items():
-        if isinstance(obj, torch.optim.Optimizer):
-            load_optimizer_state(model, obj, optimizer_by_fqn(model, obj, saved[name]), full=True)
-        else:
-            obj.load_state_dict(saved[name])
+        with _restoring(directory / TRAIN_STATE_FILE, name):
+            if isinstance(obj, torch.optim.Optimizer):
+                by_name = optimizer_by_fqn(model, obj, saved[name])
+                check_optimizer_state(model, obj, by_name)
+                load_optimizer_state(model, obj, by_name, full=True)
+            else:
+                obj.load_state_dict(saved[name])
+
+
+@contextlib.contextmanager
+def _restoring(where: Path, name: str) -> Iterator[None]:
+    """Restoring one saved state: whatever it fails with becomes one CheckpointError naming the file
+    and the state (a tampered or garbled train state never resumes silently or with a traceback)."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CheckpointError(f"{where}: the saved '{name}' state is invalid: {exc}") from None
+    except (ClusterLMError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError,
+            OverflowError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(f"{where}: the saved '{name}' state is invalid ({type(exc).__name__}: {detail})") from None
 
 
 class LocalBackend:
@@ -110,15 +130,16 @@ def _gather_states(model: nn.Module, states: dict[str, Stateful]) -> dict[str, A
     return out
 
 
-def _apply_states(model: nn.Module, states: dict[str, Stateful], loaded: dict[str, Any]) -> None:
+def _apply_states(model: nn.Module, states: dict[str, Stateful], loaded: dict[str, Any], where: Path) -> None:
     load_model_state(model, loaded[MODEL_KEY])
     for name, obj in states.items():
         if name not in loaded:
             raise CheckpointError(f"checkpoint lacks state for: {name}")
-        if isinstance(obj, torch.optim.Optimizer):
-            load_optimizer_state(model, obj, loaded[name])
-        else:
-            obj.load_state_dict(loaded[name])
+        with _restoring(where, name):
+            if isinstance(obj, torch.optim.Optimizer):
+                load_optimizer_state(model, obj, loaded[name])
+            else:
+                obj.load_state_dict(loaded[name])
 
 
 class DCPBackend:
@@ -169,7 +190,7 @@ class DCPBackend:
             merged = merge_tensors(wanted, tensors)
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint does not match this run's state ({exc})") from None
-        _apply_states(model, states, merged)
+        _apply_states(model, states, merged, directory / TRAIN_STATE_JSON)
 
 
 def _read_state_json(directory: Path) -> Any:

@@ -9,6 +9,7 @@ same calls, with our own checks (missing, unexpected, wrong shape) in front for 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,51 @@ def optimizer_by_fqn(model: nn.Module, optimizer: torch.optim.Optimizer, saved: 
             raise CheckpointError("checkpoint optimizer state has a different number of parameters than this model")
         state = {order[int(i)]: s for i, s in saved["state"].items()}
         groups = [{**g, "params": [order[int(i)] for i in g["params"]]} for g in saved_groups]
+        if any(int(i) < 0 for g in saved_groups for i in g["params"]) or any(int(i) < 0 for i in saved["state"]):
+            raise IndexError("negative parameter index")
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         raise CheckpointError("checkpoint optimizer state is malformed") from None
     return {"state": state, "param_groups": groups}
+
+
+def check_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """A whole (unsharded) optimizer state keyed by parameter name, as `optimizer_by_fqn` returns it,
+    must fit this optimizer: the same groups holding the same parameters, finite hyperparameters, and
+    per parameter AdamW moments of the parameter's shape, finite, second moments ≥ 0."""
+    names = {id(p): clean_fqn(n) for n, p in model.named_parameters()}
+    shapes = {clean_fqn(n): tuple(p.shape) for n, p in model.named_parameters()}
+    ours = [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+    if [list(g["params"]) for g in saved["param_groups"]] != ours:
+        raise CheckpointError("the optimizer's parameter groups do not match this model's "
+                              f"({len(saved['param_groups'])} saved vs {len(ours)}, or other parameters in them)")
+    for group in saved["param_groups"]:
+        values = [group[k] for k in ("lr", "eps", "weight_decay") if k in group] + list(group.get("betas", ()))
+        if not all(_finite_number(v) and v >= 0 for v in values):
+            raise CheckpointError(f"optimizer group '{group.get('name', '?')}' has invalid hyperparameters")
+    for name, per_param in saved["state"].items():
+        if not isinstance(per_param, dict):
+            raise CheckpointError(f"optimizer state of '{name}' is not a mapping")
+        for key, value in per_param.items():
+            _check_moment(name, key, value, shapes[name])
+
+
+def _finite_number(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and bool(torch.isfinite(value).all())
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_moment(name: str, key: str, value: Any, shape: tuple[int, ...]) -> None:
+    if key == "step":
+        if not (_finite_number(value) and float(value) >= 0):
+            raise CheckpointError(f"optimizer state '{name}.step' must be a finite count ≥ 0")
+        return
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise CheckpointError(f"optimizer state '{name}.{key}' must be a floating-point tensor")
+    if tuple(value.shape) != shape:
+        raise CheckpointError(f"optimizer state '{name}.{key}' has shape {tuple(value.shape)}, the parameter {shape}")
+    if not bool(torch.isfinite(value).all()) or (key == "exp_avg_sq" and bool((value < 0).any())):
+        raise CheckpointError(f"optimizer state '{name}.{key}' holds non-finite or negative values")
 
 
 # --------------------------------------------------------------------------- nested state ↔ JSON + tensors

@@ -63,12 +63,16 @@ class CheckpointStore:
         return self.root / checkpoint_name(steps[-1]) if steps else None
 
     def remove_stale_temporaries(self) -> int:
-        """Delete leftovers of a save or pointer update that was killed midway (rank 0 only)."""
+        """Delete leftovers of a save, pointer update or atomic write that was killed midway: hidden
+        `.step-*` dirs, `.latest.*` files and the hidden `.NAME.*.tmp` files `fsio` writes in the run
+        dir and its `plots/` (rank 0 only, and only while holding the run dir's lock)."""
         if not self.is_main:
             return 0
         stale = [p for p in self.root.iterdir() if p.name.startswith(".step-")] if self.root.is_dir() else []
-        if self.run_dir.is_dir():
-            stale += [p for p in self.run_dir.iterdir() if p.name.startswith(f".{LATEST_FILE}.")]
+        for folder in (self.run_dir, self.run_dir / "plots"):
+            if folder.is_dir():
+                stale += [p for p in folder.iterdir() if p.name.startswith(f".{LATEST_FILE}.")
+                          or (p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file())]
         for p in stale:
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)

@@ -33,15 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clusterlm.api.evaluate import evaluate
+    from clusterlm.config import limits as L
     from clusterlm.errors import UsageError
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     if not splits:
         raise UsageError(f"--split takes train and/or val, got {args.split!r}")
-    for name, value, low in (("--batches", args.batches, 0), ("--batch-size", args.batch_size, 1),
-                             ("--seq-len", args.seq_len, 1)):
-        if value is not None and value < low:
-            raise UsageError(f"{name} must be ≥ {low}, got {value}")
+    L.check_range("--batches", args.batches, 0, L.MAX_STEPS)
+    L.check_range("--batch-size", args.batch_size, 1, L.MAX_MICRO_BATCH)
+    L.check_range("--seq-len", args.seq_len, 1, L.MAX_SEQ_LEN)
     reports = [evaluate(path, data_dir=args.data, splits=splits, batches=args.batches or None,
                         batch_size=args.batch_size, seq_len=args.seq_len, device=args.device,
                         precision=args.precision)

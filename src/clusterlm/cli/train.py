@@ -4,7 +4,9 @@ Writes to train.out_dir: config.yaml, checkpoints/step-XXXXXXX/, latest, metrics
 tb/ (TensorBoard) and plots/loss.png. Running the same command again on the same
 out_dir resumes from its newest checkpoint (bit-identical to an uninterrupted run
 for step-based schedules); --no-resume refuses an out_dir that already has
-checkpoints, --resume requires one. Ctrl-C or SIGTERM stops after the current
+checkpoints, --resume requires one, --overwrite starts over (deleting the earlier
+run's checkpoints and logs). One trainer at a time: a second one on a run dir in use
+is refused, naming the holder (train.lock). Ctrl-C or SIGTERM stops after the current
 step with a checkpoint.
 
 Started by torchrun (see `clusterlm launch`), every worker runs this same command and
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="require a checkpoint in train.out_dir to resume from")
     group.add_argument("--no-resume", dest="resume", action="store_const", const="never",
                        help="refuse to start if train.out_dir already holds checkpoints")
+    group.add_argument("--overwrite", action="store_true",
+                       help="start over: delete the checkpoints and logs of an earlier run in train.out_dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
 
@@ -39,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clusterlm.api.train import train
 
-    result, is_main = train(load_config_from_args(args), resume=args.resume, progress=not args.quiet)
+    result, is_main = train(load_config_from_args(args), resume=args.resume, progress=not args.quiet,
+                            overwrite=args.overwrite)
     interrupted = result.stop_reason == "interrupted"
     if not is_main:
         return 130 if interrupted else 0  # rank 0 reports for the job

@@ -190,6 +190,10 @@ class TokenLoader:
             raise StopIteration
         self.batch_index += 1
         windows = np.stack([self.view.window(int(o), self.seq_len + 1) for o in offsets]).astype(np.int64)
+        if int(windows.max()) >= self.dataset.vocab_size:  # an embedding lookup would fail with an IndexError
+            raise DataError(f"split '{self.split}' of {self.dataset.path} holds token id {int(windows.max())}, "
+                            f"outside the vocabulary of {self.dataset.vocab_size}; the shards do not match the "
+                            "manifest (re-run 'clusterlm prepare')")
         batch = torch.from_numpy(windows)
         return batch[:, :-1], batch[:, 1:]
 
@@ -222,6 +226,7 @@ class TokenLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where `state` was taken (same global batch size ⇒ identical next batch)."""
+        _check_state(state)
         for key in ("split", "mode", "seed", "seq_len"):
             if key in state and state[key] != getattr(self, key):
                 raise DataError(
@@ -239,3 +244,21 @@ class TokenLoader:
         ) or int(state.get("batch_size", self.batch_size)) != self.batch_size:
             raise DataError("sequential loader state can only be restored with the same rank, world size and batch")
         self.batch_index = index
+
+
+_STATE_INTS = ("seed", "seq_len", "batch_size", "world_size", "rank", "batch_index", "samples_seen")
+
+
+def _check_state(state: Any) -> None:
+    """A saved loader state has the fields `state_dict` writes, with their types (DataError otherwise)."""
+    if not isinstance(state, dict) or "batch_index" not in state:
+        raise DataError("loader state is malformed (no batch_index)")
+    for key in ("split", "mode"):
+        if key in state and not isinstance(state[key], str):
+            raise DataError(f"loader state field '{key}' must be a string, got {state[key]!r}")
+    for key in _STATE_INTS:
+        value, low = state.get(key, 1), 1 if key in ("seq_len", "batch_size", "world_size") else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise DataError(f"loader state field '{key}' must be an integer ≥ {low}, got {value!r}")
+    if state.get("mode", "random") not in MODES:
+        raise DataError(f"loader state field 'mode' must be one of {', '.join(MODES)}, got {state['mode']!r}")

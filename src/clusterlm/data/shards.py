@@ -138,8 +138,34 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def scan_shard(path: Path, dtype: np.dtype, chunk_bytes: int = 1 << 22) -> tuple[str, int]:
+    """(sha256, largest token id) of one shard in a single read (-1 for an empty shard)."""
+    h = hashlib.sha256()
+    largest = -1
+    chunk_bytes -= chunk_bytes % dtype.itemsize
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            h.update(chunk)
+            ids = np.frombuffer(chunk, dtype=dtype, count=len(chunk) // dtype.itemsize)
+            if ids.size:
+                largest = max(largest, int(ids.max()))
+    return h.hexdigest(), largest
+
+
+def fingerprint(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a verification of `root` vouches for: the manifest's bytes and every shard's size and
+    modification time (a shard rewritten since has another mtime)."""
+    stats = {}
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            st = (root / shard["file"]).stat()
+            stats[shard["file"]] = [st.st_size, st.st_mtime_ns]
+    return {"manifest_sha256": file_sha256(root / "manifest.json"), "shards": stats}
+
+
 def verify_files(root: Path, manifest: dict[str, Any], sha256: bool = False) -> None:
-    """Every shard exists with the size its token count implies (and the right hash on request)."""
+    """Every shard exists with the size its token count implies; with `sha256`, also the hashes of
+    the tokenizer and every shard, and that no token id is outside the vocabulary."""
     itemsize = np.dtype(manifest["dtype"]).itemsize
     tok_path = root / manifest["tokenizer"].get("file", "tokenizer.json")
     if not tok_path.is_file():
@@ -159,8 +185,17 @@ def verify_files(root: Path, manifest: dict[str, Any], sha256: bool = False) -> 
                     f"shard {path} has {actual} bytes but the manifest says {shard['tokens']} tokens "
                     f"× {itemsize} bytes = {expected} (truncated or corrupted; re-run 'clusterlm prepare')"
                 )
-            if sha256 and file_sha256(path) != shard["sha256"]:
-                raise DataError(f"shard {path} does not match the manifest's sha256 (corrupted)")
+            if sha256:
+                _check_contents(path, shard["sha256"], np.dtype(manifest["dtype"]), int(manifest["vocab_size"]))
             counted += shard["tokens"]
         if counted != split["tokens"]:
             raise DataError(f"manifest split '{name}' says {split['tokens']} tokens but its shards hold {counted}")
+
+
+def _check_contents(path: Path, expected_sha256: str, dtype: np.dtype, vocab_size: int) -> None:
+    digest, largest = scan_shard(path, dtype)
+    if digest != expected_sha256:
+        raise DataError(f"shard {path} does not match the manifest's sha256 (corrupted; re-run 'clusterlm prepare')")
+    if largest >= vocab_size:
+        raise DataError(f"shard {path} holds token id {largest}, outside the vocabulary of {vocab_size} "
+                        "(written with another tokenizer?); re-run 'clusterlm prepare'")

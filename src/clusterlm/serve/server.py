@@ -6,7 +6,11 @@ import socket
 import sys
 from pathlib import Path
 
+from clusterlm.config import limits as L
+from clusterlm.config.limits import check_range
 from clusterlm.errors import UsageError
+
+MAX_BATCH = 4096  # sequences decoded together: the KV cache holds this many rows
 
 API_KEY_ENV = "CLUSTERLM_API_KEY"
 
@@ -33,10 +37,9 @@ def serve(checkpoint: str, *, host: str, port: int, device: str, max_new_tokens_
         import uvicorn
     except ImportError:
         raise UsageError("clusterlm serve needs the 'serve' extra: pip install 'clusterlm[serve]'") from None
-    for name, value in (("--max-new-tokens-limit", max_new_tokens_limit), ("--max-batch", max_batch),
-                        ("--max-body-bytes", max_body_bytes)):
-        if value < 1:
-            raise UsageError(f"{name} must be ≥ 1, got {value}")
+    check_range("--max-new-tokens-limit", max_new_tokens_limit, 1, L.MAX_SEQ_LEN)
+    check_range("--max-batch", max_batch, 1, MAX_BATCH)
+    check_range("--max-body-bytes", max_body_bytes, 1, 1 << 30)
     if api_key is not None and not api_key.strip():
         raise UsageError(f"the API key (--api-key or ${API_KEY_ENV}) is empty; give a key, or none to disable it")
     check_can_listen(host, port)

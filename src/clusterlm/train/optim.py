@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from clusterlm.config.train import TrainConfig
+from clusterlm.errors import CheckpointError
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -115,4 +116,13 @@ class WarmupCosineSchedule:
         return {"decay_start": self.decay_start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.decay_start = state.get("decay_start")
+        """`decay_start` is a progress in [0, 1] (or null before warmup ended); anything else would
+        resume with a wrong learning rate, so it is a CheckpointError."""
+        if not isinstance(state, dict) or set(state) - {"decay_start"}:
+            raise CheckpointError(f"schedule state must be {{'decay_start': …}}, got {state!r:.80}")
+        value = state.get("decay_start")
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                               and math.isfinite(value) and 0.0 <= value <= 1.0)
+        if not ok:
+            raise CheckpointError(f"schedule state 'decay_start' must be a progress in [0, 1] or null, got {value!r}")
+        self.decay_start = None if value is None else float(value)

@@ -10,13 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from clusterlm.checkpoint.layout import read_meta
+from clusterlm.checkpoint.layout import STEP_DIR, read_meta
 from clusterlm.checkpoint.store import CheckpointStore
 from clusterlm.config.model import ModelConfig
 from clusterlm.data.loader import Dataset
 from clusterlm.errors import CheckpointError, OutputExistsError
 from clusterlm.eval.runner import check_tokenizer_matches
 from clusterlm.train.setup import describe_mismatch, same_weights_config
+from clusterlm.train.state import TrainState
 
 Resume = Literal["auto", "require", "never"]
 
@@ -41,3 +42,13 @@ def find_resume_checkpoint(store: CheckpointStore, mode: Resume, model_cfg: Mode
         )
     check_tokenizer_matches(latest, dataset)
     return latest
+
+
+def check_resumed_step(state: TrainState, checkpoint: Path) -> None:
+    """The restored counters must belong to the checkpoint they came from (a swapped or garbled
+    train state would otherwise resume at another step than its weights)."""
+    match = STEP_DIR.match(checkpoint.name)
+    step = int(match.group(1)) if match else read_meta(checkpoint).step
+    if state.step != step:
+        raise CheckpointError(f"{checkpoint}: its train state is at step {state.step}, its name and meta.json "
+                              f"say step {step}; the checkpoint is corrupted — resume from an earlier one")

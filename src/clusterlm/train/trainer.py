@@ -24,9 +24,11 @@ import torch
 from torch import nn
 
 from clusterlm.checkpoint.backends import CheckpointBackend, DCPBackend, LocalBackend
+from clusterlm.checkpoint.runlock import RunLock
 from clusterlm.checkpoint.store import CheckpointStore
 from clusterlm.config.base import dump_yaml
 from clusterlm.config.run import RunConfig
+from clusterlm.errors import UsageError
 from clusterlm.fsio import atomic_write_text
 from clusterlm.runtime.device import resolve_device
 from clusterlm.runtime.process import Process
@@ -39,7 +41,8 @@ from clusterlm.train.callbacks.signals import SignalCallback
 from clusterlm.train.callbacks.validation import ValidationCallback
 from clusterlm.train.metrics import MetricsLogger, Progress
 from clusterlm.train.plots import plot_loss
-from clusterlm.train.resume import Resume, find_resume_checkpoint
+from clusterlm.train.resume import Resume, check_resumed_step, find_resume_checkpoint
+from clusterlm.train.rundir import CONFIG_FILE, claim_run_dir, verify_dataset_once, write_verification
 from clusterlm.train.state import RNGState, TrainState, seed_everything
 from clusterlm.train.step import StepResult, StepRunner, next_token_loss
 
@@ -57,11 +60,15 @@ class TrainResult:
 class Trainer:
     def __init__(self, cfg: RunConfig, *, process: Process | None = None, resume: Resume = "auto",
                  progress: bool = True, on_step_end: Callable[[Trainer], None] | None = None,
-                 checkpoint_backend: CheckpointBackend | None = None) -> None:
+                 checkpoint_backend: CheckpointBackend | None = None, overwrite: bool = False) -> None:
         self.cfg = cfg
         self.tcfg = cfg.train
         self.process = process or Process(device=resolve_device(cfg.train.device))
         self.resume_mode = resume
+        self.overwrite = overwrite  # start over in a run dir that holds an earlier run
+        if overwrite and resume == "require":
+            raise UsageError("--overwrite starts the run over; it cannot be combined with --resume")
+        self.lock: RunLock | None = None
         self.show_progress = progress and self.process.is_main
         self.on_step_end = on_step_end  # a hook for tests and tools, after the step's callbacks
         self.checkpoint_backend = checkpoint_backend  # None: LocalBackend, or DCPBackend with several ranks
@@ -86,6 +93,18 @@ class Trainer:
             if proc.distributed else LocalBackend())
         self.ckpt = CheckpointStore(self.run_dir, tcfg.keep_last, backend, is_main=proc.is_main,
                                     barrier=proc.collectives.barrier)
+        # One writer per run dir: nothing in it is read or written before the lock is held.
+        self.lock = claim_run_dir(self.ckpt, proc, overwrite=self.overwrite)
+        try:
+            self._setup_under_lock(dataset, model_cfg)
+        except BaseException:
+            self.close()
+            raise
+        self._setup_done = True
+
+    def _setup_under_lock(self, dataset: Any, model_cfg: Any) -> None:
+        tcfg, proc = self.tcfg, self.process
+        self.dataset_record = verify_dataset_once(dataset, self.run_dir, proc)
         resume_from = find_resume_checkpoint(self.ckpt, self.resume_mode, model_cfg, dataset)
         # Resuming wins over train.init_from: init_from only seeds a fresh run.
         seed_everything(tcfg.seed)
@@ -97,8 +116,14 @@ class Trainer:
         self.resumed_from = resume_from
         if resume_from is not None:
             self.ckpt.load(resume_from, self.model, self.stateful())
+            check_resumed_step(self.state, resume_from)
         self.tokens_per_step = tcfg.micro_batch * plan.grad_accum * tcfg.seq_len * plan.dp
-        self._setup_done = True
+
+    def close(self) -> None:
+        """Give the run dir back (its lock); `run` does this itself when it ends, however it ends."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # The parts tests and tools reach for by name.
     @property
@@ -130,12 +155,19 @@ class Trainer:
     def run(self) -> TrainResult:
         if not self._setup_done:
             self.setup()
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> TrainResult:
         state, proc = self.state, self.process
         if proc.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.ckpt.remove_stale_temporaries()
             resolved = self.cfg.model_copy(update={"model": self.components.model_cfg})
-            atomic_write_text(self.run_dir / "config.yaml", dump_yaml(resolved))
+            atomic_write_text(self.run_dir / CONFIG_FILE, dump_yaml(resolved))
+            write_verification(self.run_dir, self.dataset_record)
         self.metrics = MetricsLogger(self.run_dir, enabled=proc.is_main, tensorboard=self.tcfg.tensorboard,
                                      resume_step=state.step if self.resumed_from is not None else None)
         self.progress = Progress(self.tcfg.max_steps, initial=state.step, enabled=self.show_progress)

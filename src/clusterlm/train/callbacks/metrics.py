@@ -5,11 +5,17 @@ data-parallel ranks), MFU against the device's peak (catalog for known GPUs, els
 on rank 0, shared with every rank), peak memory, and for distributed runs the bytes and time
 spent in collectives. The run summary takes the median tokens/s over logged windows (robust to
 the warm-up window and to load spikes).
+
+The running window lives in the train state (`TrainState.log_window`), so it is checkpointed with
+it: a resumed run's first record averages exactly the steps an uninterrupted run's would, and an
+interrupted run writes no partial record (its window goes into the checkpoint instead). Apart from
+timing fields, `metrics.jsonl` after any number of resumes equals the uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +51,7 @@ def comm_average(steps: list[tuple[CommStep, float]]) -> dict[str, Any]:
 
 class MetricsCallback(Callback):
     def __init__(self) -> None:
-        self.window: list[tuple[float, float, float]] = []  # (loss, grad_norm, step_time_s) since the last log
-        self.comm_window: list[tuple[CommStep, float]] = []
-        self.comm_run: list[tuple[CommStep, float]] = []
+        self.comm_run: list[tuple[CommStep, float]] = []  # this process's logged steps (for the summary)
         self.peak: PeakFlops | None = None
         self.flops_per_token = 0.0
 
@@ -59,25 +63,27 @@ class MetricsCallback(Callback):
 
     def on_step_end(self, trainer: Trainer, result: StepResult) -> None:
         step_time_s, state = trainer.last_step_time_s, trainer.state
-        self.window.append((result.loss, result.grad_norm, step_time_s))
+        state.log_window.append([result.loss, result.grad_norm, step_time_s])
         recorder = trainer.components.recorder
         if recorder is not None:
-            self.comm_window.append((recorder.take(), step_time_s))
+            state.log_comm_window.append({"comm": asdict(recorder.take()), "step_time_s": step_time_s})
         trainer.progress.update(state.step, {"loss": f"{result.loss:.3f}", "lr": f"{result.lr:.2e}",
                                              "tok/s": f"{trainer.tokens_per_step / step_time_s:,.0f}"})
         if state.step % trainer.tcfg.log_every == 0:
             self.log_window(trainer, result.lr)
 
     def on_run_end(self, trainer: Trainer, stop_reason: str) -> None:
-        if self.window:
-            state = trainer.state
+        state = trainer.state
+        # An interrupted run resumes: its partial window is checkpointed, not logged.
+        if state.log_window and stop_reason != "interrupted":
             self.log_window(trainer, trainer.components.schedule.lr_at(max(state.step - 1, 0), state.elapsed_s))
 
     def log_window(self, trainer: Trainer, lr: float) -> None:
-        window, self.window = self.window, []
-        comm, self.comm_window = self.comm_window, []
-        self.comm_run.extend(comm)
         state, collectives = trainer.state, trainer.process.collectives
+        window, state.log_window = state.log_window, []
+        comm = [(CommStep(**d["comm"]), d["step_time_s"]) for d in state.log_comm_window]
+        state.log_comm_window = []
+        self.comm_run.extend(comm)
         finite = [w[0] for w in window if math.isfinite(w[0])]
         loss = sum(finite) / len(finite) if finite else float("nan")
         step_time_s = sum(w[2] for w in window) / len(window)
@@ -108,7 +114,7 @@ class MetricsCallback(Callback):
             "nonfinite_steps": state.nonfinite_steps, "peak_mem_gib": peak_memory_gib(c.device),
         }
         if trainer.process.distributed:
-            steps = self.comm_run + self.comm_window
+            steps = self.comm_run + [(CommStep(**d["comm"]), d["step_time_s"]) for d in state.log_comm_window]
             # The first step builds DDP buckets / FSDP buffers and is not representative.
             out.update({"parallel": c.layout.plan.describe(), "world_size": trainer.process.world_size,
                         **comm_average(steps[1:] if len(steps) > 1 else steps)})

@@ -1,0 +1,208 @@
+"""One writer per run dir: `RUN/train.lock` names the trainer that holds it.
+
+Two trainers writing one run dir interleave checkpoints, advance `latest` past each other and
+truncate each other's metrics, so a trainer (rank 0 of a distributed run) takes this lock before
+it reads or writes anything in the run dir, and a second one is refused with the holder's name.
+
+Why a lock *file* with a heartbeat rather than `fcntl.flock`: run dirs live on shared file systems
+(NFS, Lustre, GPFS, BeeGFS), and a Slurm requeue restarts the job on another node. `flock` there is
+either unsupported, emulated with byte-range locks, or — Lustre's common `localflock` mount —
+visible only on the node that took it, so two nodes would both "hold" it. Creating a file with a
+hard link (`link(2)` fails if the name exists, atomically, on NFS too) works everywhere. The file
+says who holds the lock — host, pid, the process's start time, when it started — so the error
+names the holder, and it tells a live holder from a dead one:
+
+* same host: the holder is alive iff its pid runs and has the recorded start time (pids are reused);
+* another host: the holder touches the file every `HEARTBEAT_S` seconds; a lock not touched for
+  `STALE_AFTER_S` seconds belongs to a dead process (clocks may differ by far less than that).
+
+A stale lock (a trainer killed with `kill -9`, a crashed node) is taken over: renamed aside, checked
+to be the one judged stale (else put back), and replaced by a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from clusterlm.errors import RunLockedError
+
+LOCK_FILE = "train.lock"
+HEARTBEAT_S = 15.0
+STALE_AFTER_S = 120.0
+
+# Locks this process holds, by path: tells a live lock of ours from one an abandoned object left.
+_HELD: dict[str, weakref.ref[RunLock]] = {}
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    pid_start: int | None  # the process's start time in clock ticks since boot (/proc/PID/stat)
+    started: str  # when the lock was taken (local time, ISO 8601)
+    token: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} (since {self.started})"
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process `pid` in clock ticks since boot (Linux), or None if it does not run."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in (…) may hold spaces
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+class RunLock:
+    """`with RunLock(run_dir): …` — or `acquire()` / `release()`; RunLockedError if it is held."""
+
+    def __init__(self, run_dir: str | Path, *, heartbeat_s: float = HEARTBEAT_S,
+                 stale_after_s: float = STALE_AFTER_S) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
+        self.holder: Holder | None = None
+        self._created_dir = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ taking and giving back
+    def acquire(self) -> RunLock:
+        if not self.run_dir.exists():
+            self.run_dir.mkdir(parents=True)
+            self._created_dir = True
+        me = Holder(socket.gethostname(), os.getpid(), process_start(os.getpid()),
+                    time.strftime("%Y-%m-%dT%H:%M:%S%z"), uuid.uuid4().hex)
+        for _ in range(5):  # each retry follows a stale lock taken over (or a race lost)
+            if self._create(me):
+                self.holder = me
+                _HELD[str(self.path)] = weakref.ref(self)
+                self._thread = threading.Thread(target=self._beat, name="run-lock-heartbeat", daemon=True)
+                self._thread.start()
+                return self
+            text, holder, age_s = self._read()
+            if holder is not None and self._alive(holder, age_s):
+                self._forget_dir()
+                raise RunLockedError(
+                    f"{self.run_dir} is in use by another trainer: {holder.describe()}; wait for it to finish "
+                    f"or stop it (if no such process is alive, delete {self.path})")
+            if holder is None and age_s < self.stale_after_s:
+                self._forget_dir()
+                raise RunLockedError(f"{self.path} is unreadable and recent; another trainer may be starting — "
+                                     f"retry, or delete {self.path} if none is")
+            self._take_over(text)
+        self._forget_dir()
+        raise RunLockedError(f"could not take {self.path}: other trainers keep taking it")
+
+    def release(self) -> None:
+        """Give the lock back (only if the file is still ours); also remove a run dir we created empty."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.holder is not None:
+            _text, holder, _age = self._read()
+            if holder is not None and holder.token == self.holder.token:
+                self.path.unlink(missing_ok=True)
+            _HELD.pop(str(self.path), None)
+            self.holder = None
+        self._forget_dir()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------ the file
+    def _create(self, me: Holder) -> bool:
+        """Write our holder record under a unique name, then hard-link it to the lock name (atomic,
+        fails if the name exists, and the lock never exists half-written)."""
+        tmp = self.path.with_name(f".{LOCK_FILE}.{me.token}.tmp")
+        tmp.write_text(json.dumps(asdict(me)) + "\n", encoding="utf-8")
+        try:
+            os.link(tmp, self.path)
+            return True
+        except (FileExistsError, FileNotFoundError):  # held; or our temp file was cleaned up meanwhile
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _read(self) -> tuple[str, Holder | None, float]:
+        """(raw text, holder or None if unreadable, seconds since the last heartbeat)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+            age_s = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return "", None, float("inf")
+        except (OSError, UnicodeDecodeError):
+            return "", None, 0.0
+        try:
+            return text, Holder(**json.loads(text)), age_s
+        except (ValueError, TypeError):
+            return text, None, age_s
+
+    def _alive(self, holder: Holder, age_s: float) -> bool:
+        if holder.host != socket.gethostname():
+            return age_s < self.stale_after_s
+        if holder.pid == os.getpid():  # this process: alive only while the object that took it is
+            ref = _HELD.get(str(self.path))
+            owner = ref() if ref is not None else None
+            return owner is not None and owner.holder is not None and owner.holder.token == holder.token
+        if not _pid_alive(holder.pid):
+            return False
+        start = process_start(holder.pid)
+        return start is None or holder.pid_start is None or start == holder.pid_start
+
+    def _take_over(self, stale_text: str) -> None:
+        grave = self.path.with_name(f".{LOCK_FILE}.stale-{uuid.uuid4().hex}")
+        try:
+            os.rename(self.path, grave)
+        except FileNotFoundError:
+            return  # someone else removed it first
+        try:
+            if grave.read_text(encoding="utf-8") != stale_text:  # a fresh lock was taken meanwhile
+                try:
+                    os.link(grave, self.path)  # put it back (unless yet another one exists)
+                except FileExistsError:
+                    pass
+        finally:
+            grave.unlink(missing_ok=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            _text, holder, _age = self._read()
+            if holder is None or self.holder is None or holder.token != self.holder.token:
+                return  # taken over (this process was presumed dead): stop touching it
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def _forget_dir(self) -> None:
+        if self._created_dir:
+            try:
+                self.run_dir.rmdir()  # only if still empty
+            except OSError:
+                pass
+            self._created_dir = False
