@@ -38,10 +38,13 @@ def _single_process_ok() -> Iterator[None]:
 
 def load_tensors(directory: Path, tensors: dict[str, torch.Tensor], group: Any = None) -> None:
     """Fill `tensors` in place (each in this process's layout) from `directory/dcp`."""
+    reader = SafeReader(str(Path(directory) / DCP_DIR))
+    # A garbled index fails here as one CheckpointError; inside dcp.load torch would first log the
+    # failure with its traceback (a logger warning with exc_info) and only then give up.
+    reader.read_metadata()
     try:
         with _single_process_ok():
-            dcp.load(tensors, storage_reader=SafeReader(str(Path(directory) / DCP_DIR)),
-                     planner=TensorOnlyPlanner(), process_group=group)
+            dcp.load(tensors, storage_reader=reader, planner=TensorOnlyPlanner(), process_group=group)
     except CheckpointError:
         raise
     # DCP wraps per-rank failures in CheckpointException (a BaseException), with every rank's

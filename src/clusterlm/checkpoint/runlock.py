@@ -98,7 +98,10 @@ class RunLock:
             if self._create(me):
                 self.holder = me
                 _HELD[str(self.path)] = weakref.ref(self)
-                self._thread = threading.Thread(target=self._beat, name="run-lock-heartbeat", daemon=True)
+                # The thread holds no reference to `self`: a dropped lock object counts as abandoned.
+                self._thread = threading.Thread(target=_heartbeat, args=(self.path, me.token, self.heartbeat_s,
+                                                                        self._stop), name="run-lock-heartbeat",
+                                                daemon=True)
                 self._thread.start()
                 return self
             text, holder, age_s = self._read()
@@ -189,16 +192,6 @@ class RunLock:
         finally:
             grave.unlink(missing_ok=True)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            _text, holder, _age = self._read()
-            if holder is None or self.holder is None or holder.token != self.holder.token:
-                return  # taken over (this process was presumed dead): stop touching it
-            try:
-                os.utime(self.path)
-            except OSError:
-                return
-
     def _forget_dir(self) -> None:
         if self._created_dir:
             try:
@@ -206,3 +199,14 @@ class RunLock:
             except OSError:
                 pass
             self._created_dir = False
+
+
+def _heartbeat(path: Path, token: str, interval_s: float, stop: threading.Event) -> None:
+    """Touch the lock file every `interval_s` while it is still ours (another host reads its age)."""
+    while not stop.wait(interval_s):
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("token") != token:
+                return  # taken over (this process was presumed dead): stop touching it
+            os.utime(path)
+        except (OSError, ValueError, AttributeError):
+            return

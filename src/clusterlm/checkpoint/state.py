@@ -124,8 +124,8 @@ def check_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sa
     shapes = {clean_fqn(n): tuple(p.shape) for n, p in model.named_parameters()}
     ours = [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
     if [list(g["params"]) for g in saved["param_groups"]] != ours:
-        raise CheckpointError("the optimizer's parameter groups do not match this model's "
-                              f"({len(saved['param_groups'])} saved vs {len(ours)}, or other parameters in them)")
+        raise CheckpointError(f"the optimizer's parameter groups do not match this model's ({len(saved['param_groups'])} "
+                              f"saved, {len(ours)} here, or the parameters in them differ)")
     for group in saved["param_groups"]:
         values = [group[k] for k in ("lr", "eps", "weight_decay") if k in group] + list(group.get("betas", ()))
         if not all(_finite_number(v) and v >= 0 for v in values):
