@@ -25,6 +25,14 @@ from clusterlm.errors import DataError
 MODES = ("random", "sequential")
 
 
+def check_token_ids(windows: np.ndarray, vocab_size: int, where: str) -> None:
+    """DataError if a window holds an id outside the vocabulary (an embedding lookup would fail with an
+    IndexError); costs one pass over the batch, nothing next to the model's forward."""
+    if windows.size and int(windows.max()) >= vocab_size:
+        raise DataError(f"{where} holds token id {int(windows.max())}, outside the vocabulary of {vocab_size}; "
+                        "the shards do not match the manifest (re-run 'clusterlm prepare')")
+
+
 class TokenView:
     """The shards of one split as a single read-only sequence of token ids.
 
@@ -190,10 +198,7 @@ class TokenLoader:
             raise StopIteration
         self.batch_index += 1
         windows = np.stack([self.view.window(int(o), self.seq_len + 1) for o in offsets]).astype(np.int64)
-        if int(windows.max()) >= self.dataset.vocab_size:  # an embedding lookup would fail with an IndexError
-            raise DataError(f"split '{self.split}' of {self.dataset.path} holds token id {int(windows.max())}, "
-                            f"outside the vocabulary of {self.dataset.vocab_size}; the shards do not match the "
-                            "manifest (re-run 'clusterlm prepare')")
+        check_token_ids(windows, self.dataset.vocab_size, f"split '{self.split}' of {self.dataset.path}")
         batch = torch.from_numpy(windows)
         return batch[:, :-1], batch[:, 1:]
 

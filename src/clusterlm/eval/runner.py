@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clusterlm.data.loader import check_token_ids
 from clusterlm.errors import CheckpointError, DataError
 from clusterlm.eval.metrics import IGNORE_INDEX, TokenStats, generalization_gap
 from clusterlm.runtime.collectives import Collectives
@@ -53,12 +54,16 @@ def scored_windows(n_windows: int, seq_len: int, max_windows: int | None) -> np.
 
 
 def _batches(view: Any, offsets: np.ndarray, seq_len: int, batch_size: int, n_batches: int,
-             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`n_batches` batches of exactly `batch_size` windows; rows past `offsets` are padding (IGNORE targets)."""
+             device: torch.device, vocab: tuple[int, str] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`n_batches` batches of exactly `batch_size` windows; rows past `offsets` are padding (IGNORE targets).
+    `vocab`: (vocabulary size, where) to check every id against."""
     for b in range(n_batches):
         part = offsets[b * batch_size : (b + 1) * batch_size]
         rows = [view.window(int(o), seq_len + 1) for o in part]
-        windows = torch.from_numpy(np.stack(rows).astype(np.int64)) if rows else torch.zeros(0, seq_len + 1, dtype=torch.long)
+        stacked = np.stack(rows).astype(np.int64) if rows else np.zeros((0, seq_len + 1), dtype=np.int64)
+        if vocab is not None:
+            check_token_ids(stacked, *vocab)
+        windows = torch.from_numpy(stacked)
         pad = batch_size - windows.shape[0]
         x, y = windows[:, :-1], windows[:, 1:]
         if pad:
@@ -103,7 +108,8 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     try:
-        for x, y in _batches(dataset.tokens(split), mine, seq_len, size, n_batches, device):
+        vocab = (dataset.vocab_size, f"split '{split}' of {dataset.path}") if hasattr(dataset, "vocab_size") else None
+        for x, y in _batches(dataset.tokens(split), mine, seq_len, size, n_batches, device, vocab):
             with autocast() if autocast is not None else contextlib.nullcontext():
                 if where.forward is not None:
                     where.forward(x, y, stats)

@@ -24,7 +24,7 @@ from clusterlm.checkpoint.runlock import RunLock
 from clusterlm.checkpoint.store import CheckpointStore
 from clusterlm.data.loader import Dataset
 from clusterlm.data.shards import fingerprint, verify_files
-from clusterlm.errors import DataError, DistributedError, OutputExistsError
+from clusterlm.errors import ConfigError, DataError, DistributedError, OutputExistsError
 from clusterlm.fsio import atomic_write_json
 from clusterlm.runtime.process import Process
 from clusterlm.train.metrics import METRICS_FILE
@@ -46,6 +46,8 @@ def claim_run_dir(store: CheckpointStore, process: Process, *, overwrite: bool =
         return None
     lock = RunLock(store.run_dir)
     try:
+        if store.run_dir.exists() and not store.run_dir.is_dir():
+            raise ConfigError(f"train.out_dir {store.run_dir} is a file, not a directory; choose another train.out_dir")
         lock.acquire()
         try:
             _check_or_clear(store, overwrite)
