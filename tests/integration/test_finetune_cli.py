@@ -169,7 +169,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(ws, capsys, tmp_path):
         ([*sft, "--data", tmp_path / "nofield.jsonl"], "field 'response' is missing"),
         ([*sft, "--data", tmp_path / "long.jsonl"], "longer than the model's context"),
         ([*sft, "--data", ws / "pairs.jsonl", "--context", "999"], "--context must be in"),
-        ([*sft, "--data", ws / "pairs.jsonl", "--batch-size", "0"], "--batch-size must be > 0"),
+        ([*sft, "--data", ws / "pairs.jsonl", "--batch-size", "0"], "--batch-size must be in [1, "),
         (["finetune", "sft", wordlevel, "--data", ws / "pairs.jsonl", "--out", out], "cannot encode this text"),
         (["finetune", "sft", ws / "base", "--data", ws / "pairs.jsonl", "--out", tmp_path / "exists"], "exists"),
         ([*cls, "--val", tmp_path / "unseen.jsonl"], "label 'cat' does not occur in the training data"),
