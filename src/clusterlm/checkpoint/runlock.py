@@ -12,6 +12,9 @@ hard link (`link(2)` fails if the name exists, atomically, on NFS too) works eve
 says who holds the lock — host, pid, the process's start time, when it started — so the error
 names the holder, and it tells a live holder from a dead one:
 
+* an earlier attempt of the same job (a Slurm requeue or a torchrun restart: the same job id, a lower
+  restart count) is gone — the scheduler or agent ends every process of an attempt before the next
+  starts — even if it ran on a node that died without cleaning up;
 * same host: the holder is alive iff its pid runs and has the recorded start time (pids are reused);
 * another host: the holder touches the file every `HEARTBEAT_S` seconds; a lock not touched for
   `STALE_AFTER_S` seconds belongs to a dead process (clocks may differ by far less than that).
@@ -29,6 +32,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +54,22 @@ class Holder:
     pid_start: int | None  # the process's start time in clock ticks since boot (/proc/PID/stat)
     started: str  # when the lock was taken (local time, ISO 8601)
     token: str
+    job: str | None = None  # the Slurm job or torchrun run id, if any
+    attempt: tuple[int, ...] = ()  # (Slurm requeues, torchrun restarts) of that job
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host} (since {self.started})"
+
+
+def job_attempt(environ: Mapping[str, str]) -> tuple[str | None, tuple[int, ...]]:
+    """(job id, attempt) of this process: Slurm's job id (kept across requeues) or torchrun's run id
+    (kept across restarts), and (SLURM_RESTART_COUNT, TORCHELASTIC_RESTART_COUNT)."""
+    job = environ.get("SLURM_JOB_ID") or environ.get("TORCHELASTIC_RUN_ID") or None
+    try:
+        attempt = tuple(int(environ.get(k, 0) or 0) for k in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"))
+    except ValueError:
+        attempt = (0, 0)
+    return job, attempt
 
 
 def process_start(pid: int) -> int | None:
@@ -77,9 +94,10 @@ def _pid_alive(pid: int) -> bool:
 class RunLock:
     """`with RunLock(run_dir): …` — or `acquire()` / `release()`; RunLockedError if it is held."""
 
-    def __init__(self, run_dir: str | Path, *, heartbeat_s: float = HEARTBEAT_S,
-                 stale_after_s: float = STALE_AFTER_S) -> None:
+    def __init__(self, run_dir: str | Path, *, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.job, self.attempt = job_attempt(os.environ if environ is None else environ)
         self.path = self.run_dir / LOCK_FILE
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
         self.holder: Holder | None = None
@@ -93,7 +111,7 @@ class RunLock:
             self.run_dir.mkdir(parents=True)
             self._created_dir = True
         me = Holder(socket.gethostname(), os.getpid(), process_start(os.getpid()),
-                    time.strftime("%Y-%m-%dT%H:%M:%S%z"), uuid.uuid4().hex)
+                    time.strftime("%Y-%m-%dT%H:%M:%S%z"), uuid.uuid4().hex, self.job, self.attempt)
         for _ in range(5):  # each retry follows a stale lock taken over (or a race lost)
             if self._create(me):
                 self.holder = me
@@ -161,11 +179,14 @@ class RunLock:
         except (OSError, UnicodeDecodeError):
             return "", None, 0.0
         try:
-            return text, Holder(**json.loads(text)), age_s
-        except (ValueError, TypeError):
+            fields = json.loads(text)
+            return text, Holder(**{**fields, "attempt": tuple(fields.get("attempt", ()))}), age_s
+        except (ValueError, TypeError, AttributeError):
             return text, None, age_s
 
     def _alive(self, holder: Holder, age_s: float) -> bool:
+        if self.job is not None and holder.job == self.job and tuple(holder.attempt) < self.attempt:
+            return False  # an earlier attempt of this job: ended before this one started
         if holder.host != socket.gethostname():
             return age_s < self.stale_after_s
         if holder.pid == os.getpid():  # this process: alive only while the object that took it is

@@ -102,3 +102,16 @@ def test_a_failed_acquire_leaves_no_directory_behind(tmp_path):
     lock.acquire()
     lock.release()
     assert not (tmp_path / "fresh").exists()  # created for the lock, removed with it (it stayed empty)
+
+
+def test_an_earlier_attempt_of_the_same_job_is_gone_even_on_a_live_looking_host(tmp_path):
+    """A Slurm requeue (or torchrun restart) after a node died: the old lock is recent and on another
+    host, but it belongs to an earlier attempt of this very job, which the scheduler has ended."""
+    _write_holder(tmp_path, host="dead-node", pid=4242, job="1234", attempt=[0, 0])
+    with pytest.raises(RunLockedError):
+        RunLock(tmp_path, environ={"SLURM_JOB_ID": "999", "SLURM_RESTART_COUNT": "1"}).acquire()  # another job
+    with pytest.raises(RunLockedError):
+        RunLock(tmp_path, environ={"SLURM_JOB_ID": "1234"}).acquire()  # the same attempt: a second writer
+    lock = RunLock(tmp_path, environ={"SLURM_JOB_ID": "1234", "SLURM_RESTART_COUNT": "1"}).acquire()
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["attempt"] == [1, 0]
+    lock.release()
