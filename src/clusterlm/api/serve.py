@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from clusterlm.errors import UsageError
+from clusterlm.generate.loading import eos_id, load_for_generation
 
 API_KEY_ENV = "CLUSTERLM_API_KEY"
 
@@ -41,7 +42,7 @@ def serve(checkpoint: str, *, host: str, port: int, device: str, max_new_tokens_
         raise UsageError(f"the API key (--api-key or ${API_KEY_ENV}) is empty; give a key, or none to disable it")
     check_can_listen(host, port)
 
-    from clusterlm.generate.loading import eos_id, load_for_generation
+    # Imported only now: the app imports FastAPI, the optional extra whose absence is reported above.
     from clusterlm.serve.app import create_app
 
     loaded = load_for_generation(checkpoint, device)
