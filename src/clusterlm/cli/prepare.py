@@ -32,6 +32,8 @@ _FLAG_KEYS = {
     "workers": "workers",
     "seed": "seed",
     "max_mb": "max_input_mb",
+    "max_file_mb": "max_file_mb",
+    "max_line_mb": "max_line_mb",
     "tokenizer_sample_mb": "tokenizer_sample_mb",
     "shard_tokens": "shard_tokens",
     "jsonl_field": "jsonl_field",
@@ -48,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, metavar="N", help="encoding processes (default 1)")
     parser.add_argument("--seed", type=int, metavar="S", help="seed of the train/val split (default 0)")
     parser.add_argument("--max-mb", type=float, metavar="MB", help="stop reading input after this many MB")
+    parser.add_argument("--max-file-mb", type=float, metavar="MB",
+                        help="read at most this many MB (decompressed) of any one file; the rest is skipped "
+                        "and counted (default 16000; --set max_file_mb=null for no cap)")
+    parser.add_argument("--max-line-mb", type=float, metavar="MB",
+                        help="skip (and count) JSONL lines longer than this (default 16; --set max_line_mb=null "
+                        "for no cap)")
     parser.add_argument("--tokenizer-sample-mb", type=float, metavar="MB",
                         help="train the tokenizer on a hash sample of about this many MB of a larger corpus "
                         "(default 256; --set tokenizer_sample_mb=null trains on everything)")
