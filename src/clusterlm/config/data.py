@@ -30,6 +30,10 @@ class DataConfig(Section):
     # Train the tokenizer on a hash-sampled subset of about this many MB (None = everything).
     # BPE training memory grows with its input; the cap keeps it bounded on large corpora.
     tokenizer_sample_mb: float | None = Field(default=256, gt=0)
+    # While training the tokenizer, runs of one character class (letters, digits, symbols,
+    # whitespace) longer than this are cut into pieces of this length: training time stays
+    # linear in a giant "word" (a long line without spaces) instead of quadratic.
+    tokenizer_max_piece_chars: int = Field(default=256, ge=2)
     # Stop reading input after this many MB (decompressed); None = all of it.
     max_input_mb: float | None = Field(default=None, gt=0)
     # Read at most this many MB (decompressed) of any one file; the rest is skipped and

@@ -201,7 +201,7 @@ def _obtain_tokenizer(config: DataConfig, reading: _Reading, quiet: bool) -> tup
                     if sample_bytes is not None and used["bytes"] >= sample_bytes:
                         return
 
-    tok = train_tokenizer_in_subprocess(texts(), config.vocab_size)
+    tok = train_tokenizer_in_subprocess(texts(), config.vocab_size, max_piece_chars=config.tokenizer_max_piece_chars)
     if used["docs"] == 0:
         raise DataError(_nothing_left(used["in"], drops))
     return tok, {"trained": True, "vocab_size": tok.get_vocab_size(), "requested_vocab_size": config.vocab_size,

@@ -14,7 +14,7 @@ from clusterlm.data.loader import Dataset
 from clusterlm.data.owner_lock import LOCK_NAME, OwnerLock
 from clusterlm.data.prepare import prepare_dataset
 from clusterlm.data.shards import ShardWriter, file_sha256, token_dtype
-from clusterlm.data.tokenizer import load_tokenizer, new_bpe_tokenizer
+from clusterlm.data.tokenizer import MAX_PIECE_CHARS, load_tokenizer, new_bpe_tokenizer
 from clusterlm.errors import DataError, OutputExistsError
 
 from datahelp import write_corpus
@@ -254,3 +254,15 @@ def test_shard_writer_rolls_over_and_hashes(tmp_path):
     assert np.array_equal(np.frombuffer(data, dtype="<u4"), np.arange(12))
     assert all(file_sha256(tmp_path / s["file"]) == s["sha256"] for s in shards)
     assert token_dtype(65_535) == np.dtype("uint16") and token_dtype(65_536) == np.dtype("uint32")
+
+
+def test_tokenizer_piece_cap_reaches_training(tmp_path, corpus_dir):
+    def longest_token(**kw) -> int:
+        out = tmp_path / f"ds{len(kw)}"
+        prepare_dataset(cfg(corpus_dir, **kw), out)
+        vocab = load_tokenizer(out / "tokenizer.json").get_vocab()
+        return max(len(t) for t in vocab if not t.startswith("<|"))
+
+    assert longest_token(tokenizer_max_piece_chars=2) == 2  # no merge can span a cut
+    assert longest_token() > 2
+    assert DataConfig().tokenizer_max_piece_chars == MAX_PIECE_CHARS
