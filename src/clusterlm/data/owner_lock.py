@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,7 @@ import psutil
 LOCK_NAME = ".owner.lock"
 Verdict = Literal["mine", "alive", "dead", "other_host", "unknown"]
 _START_TIME_SLACK_S = 1.0  # psutil's create_time is rounded differently on some kernels
+_HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock's "someone else holds it"
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,10 @@ class OwnerLock:
         try:
             os.write(fd, json.dumps(asdict(Owner.me())).encode())
             os.fsync(fd)
-            # Blocking: a cleaner may hold the lock for a moment while it looks.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            if not _locks_unsupported(exc):
-                os.close(fd)
-                raise
+            _lock_soon(fd)
+        except BaseException:
+            os.close(fd)
+            raise
         self.fd = fd
         return self
 
@@ -120,7 +120,7 @@ def _lock_held(path: Path) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+        return exc.errno in _HELD
     finally:
         os.close(fd)
     return False
@@ -137,5 +137,19 @@ def _running(owner: Owner) -> bool:
     return not zombie and abs(start - owner.start_time) <= _START_TIME_SLACK_S
 
 
-def _locks_unsupported(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOLCK, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+def _lock_soon(fd: int, tries: int = 50, wait_s: float = 0.1) -> bool:
+    """Take the flock, retrying while a cleaner holds it for a look; never blocks for long.
+
+    False if it could not be taken (no lock support, or held throughout): the record still
+    protects the directory, since a cleaner on this host also checks the pid and start time.
+    """
+    for _ in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in _HELD:  # ENOLCK, EINVAL, ENOSYS…: this filesystem has no locks
+                return False
+        time.sleep(wait_s)
+    return False
+

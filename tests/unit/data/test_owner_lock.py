@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from clusterlm.data.owner_lock import LOCK_NAME, OwnerLock, read_owner, verdict
+from clusterlm.data.owner_lock import LOCK_NAME, OwnerLock, _lock_soon, read_owner, verdict
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,3 +75,21 @@ def test_missing_or_partial_record_is_unknown(tmp_path, content):
     if content is not None:
         (tmp_path / LOCK_NAME).write_text(content)
     assert verdict(tmp_path) == ("unknown", None)
+
+
+def test_taking_the_lock_never_waits_long(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("")
+    holder, waiter = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        start = time.monotonic()
+        assert _lock_soon(waiter, tries=3, wait_s=0.01) is False  # gives up instead of blocking
+        assert time.monotonic() - start < 5
+        os.close(holder)
+        holder = -1
+        assert _lock_soon(waiter) is True
+    finally:
+        for fd in (holder, waiter):
+            if fd >= 0:
+                os.close(fd)
