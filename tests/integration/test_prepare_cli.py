@@ -51,15 +51,14 @@ def test_quiet_prints_nothing(tmp_path, capsys):
     assert run_cli(capsys, str(src), "--out", str(tmp_path / "ds"), "--vocab-size", "300", "--quiet") == (0, "", "")
 
 
-def test_config_file_and_set_overrides(tmp_path, capsys):
+def test_config_file_and_dotted_overrides(tmp_path, capsys):
     src = corpus(tmp_path / "in")
     cfg = tmp_path / "run.yaml"
     out = tmp_path / "ds"
     cfg.write_text(f"data:\n  dir: {out}\n  vocab_size: 280\n  inputs: ['{src}']\n  clean:\n    min_chars: 10\n")
-    code, _, err = run_cli(capsys, "--config", str(cfg), "--set", "data.clean.min_chars=1000", "--set",
-                           "shard_tokens=2048")
+    code, _, err = run_cli(capsys, "--config", str(cfg), "data.clean.min_chars=1000", "data.shard_tokens=2048")
     assert code == 2 and "nothing left after cleaning" in err  # the override beat the file
-    code, _, err = run_cli(capsys, "--config", str(cfg), "--set", "shard_tokens=2048")  # --out from data.dir
+    code, _, err = run_cli(capsys, "--config", str(cfg), "data.shard_tokens=2048")  # --out from data.dir
     assert code == 0, err
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["shard_tokens"] == 2048 and manifest["report"]["tokenizer"]["requested_vocab_size"] == 280
@@ -75,7 +74,7 @@ def test_config_file_and_set_overrides(tmp_path, capsys):
         (["{tmp}/in", "--out", "{tmp}/ds", "--val-fraction", "1.5"], "data.val_fraction"),
         (["{tmp}/in", "--out", "{tmp}/ds", "--tokenizer", "{tmp}/none.json"], "tokenizer file not found"),
         (["{tmp}/in", "--out", "{tmp}/exists"], "already exists"),
-        (["{tmp}/in", "--out", "{tmp}/ds", "--set", "clean.nfd=true"], "unknown config key 'data.clean.nfd'"),
+        (["{tmp}/in", "--out", "{tmp}/ds", "data.clean.nfd=true"], "unknown config key 'data.clean.nfd'"),
         (["{tmp}/in"], "--out"),
     ],
 )
