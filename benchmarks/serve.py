@@ -133,7 +133,7 @@ def cpu_s(server: subprocess.Popen) -> float:
 def measure(ckpt: Path, prompts: list[str], args: argparse.Namespace, out: Path) -> dict[str, dict[int, dict]]:
     """Both servers up at once (an idle one costs nothing); every round runs on one, then on the
     other, so a change in the machine's load hits both alike."""
-    from clusterlm.serve.server import check_can_listen
+    from clusterlm.api.serve import check_can_listen
 
     servers = {}
     try:

@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -50,15 +51,14 @@ def test_quiet_prints_nothing(tmp_path, capsys):
     assert run_cli(capsys, str(src), "--out", str(tmp_path / "ds"), "--vocab-size", "300", "--quiet") == (0, "", "")
 
 
-def test_config_file_and_set_overrides(tmp_path, capsys):
+def test_config_file_and_dotted_overrides(tmp_path, capsys):
     src = corpus(tmp_path / "in")
     cfg = tmp_path / "run.yaml"
     out = tmp_path / "ds"
     cfg.write_text(f"data:\n  dir: {out}\n  vocab_size: 280\n  inputs: ['{src}']\n  clean:\n    min_chars: 10\n")
-    code, _, err = run_cli(capsys, "--config", str(cfg), "--set", "data.clean.min_chars=1000", "--set",
-                           "shard_tokens=2048")
+    code, _, err = run_cli(capsys, "--config", str(cfg), "data.clean.min_chars=1000", "data.shard_tokens=2048")
     assert code == 2 and "nothing left after cleaning" in err  # the override beat the file
-    code, _, err = run_cli(capsys, "--config", str(cfg), "--set", "shard_tokens=2048")  # --out from data.dir
+    code, _, err = run_cli(capsys, "--config", str(cfg), "data.shard_tokens=2048")  # --out from data.dir
     assert code == 0, err
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["shard_tokens"] == 2048 and manifest["report"]["tokenizer"]["requested_vocab_size"] == 280
@@ -74,7 +74,7 @@ def test_config_file_and_set_overrides(tmp_path, capsys):
         (["{tmp}/in", "--out", "{tmp}/ds", "--val-fraction", "1.5"], "data.val_fraction"),
         (["{tmp}/in", "--out", "{tmp}/ds", "--tokenizer", "{tmp}/none.json"], "tokenizer file not found"),
         (["{tmp}/in", "--out", "{tmp}/exists"], "already exists"),
-        (["{tmp}/in", "--out", "{tmp}/ds", "--set", "clean.nfd=true"], "unknown config key 'data.clean.nfd'"),
+        (["{tmp}/in", "--out", "{tmp}/ds", "data.clean.nfd=true"], "unknown config key 'data.clean.nfd'"),
         (["{tmp}/in"], "--out"),
     ],
 )
@@ -86,6 +86,45 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["/dev/zero", "--out", "{tmp}/ds"], r"all dropped \(device 1\)"),
+        (["{tmp}/pipe.txt", "--out", "{tmp}/ds"], r"all dropped \(fifo 1\)"),
+        (["{tmp}/specials", "--out", "{tmp}/ds"], r"all dropped \(fifo 1\)"),
+        (["{tmp}/in", "--out", "{tmp}/ds", "--config", "{tmp}/bomb.yaml"], "YAML aliases expand to more than"),
+        (["{tmp}/in", "--out", "{tmp}/ds", "--config", "{tmp}/latin1.yaml"], "is not valid UTF-8"),
+        (["{tmp}/in", "--out", "{tmp}/ds", "--max-file-mb", "0"], "data.max_file_mb"),
+        (["{tmp}/in", "--out", "{tmp}/ds", "--max-line-mb", "-1"], "data.max_line_mb"),
+    ],
+)
+def test_hostile_inputs_exit_2_with_one_line_and_never_hang(tmp_path, capsys, argv, message):
+    corpus(tmp_path / "in")
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "specials").mkdir()
+    os.mkfifo(tmp_path / "specials" / "x.jsonl")
+    (tmp_path / "bomb.yaml").write_text("".join(
+        f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}" if i else "lol"] * 9) + "]\n" for i in range(9)))
+    (tmp_path / "latin1.yaml").write_bytes(b"data:\n  seed: caf\xe9\n")
+    code, out, err = run_cli(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and re.search(message, err), err
+    assert not (tmp_path / "ds").exists() and not list(tmp_path.glob(".ds.*"))
+
+
+@pytest.mark.timeout(60)
+def test_special_files_next_to_text_are_skipped_and_reported(tmp_path, capsys):
+    src = corpus(tmp_path / "in")
+    os.mkfifo(src / "pipe.txt")
+    (src / "loop").symlink_to(src)
+    code, out, err = run_cli(capsys, str(src), "--out", str(tmp_path / "ds"), "--vocab-size", "300")
+    assert code == 0, err
+    assert "dropped: fifo 1" in out and "symlinked_dir (1 not walked)" in out
+    report = json.loads((tmp_path / "ds" / "report.json").read_text())
+    assert report["documents"]["dropped"] == {"fifo": 1} and report["files"]["skipped"] == {"symlinked_dir": 1}
 
 
 def test_progress_bar_on_a_terminal(tmp_path):

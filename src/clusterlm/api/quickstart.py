@@ -9,12 +9,13 @@ model's held-out bits per byte with gzip -9 and xz -9e on the same held-out text
 from __future__ import annotations
 
 import shutil
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from clusterlm.api.evaluate import evaluate
+from clusterlm.checkpoint.layout import CHECKPOINTS_DIR
 from clusterlm.checkpoint.load import load_model
 from clusterlm.checkpoint.runlock import RunLock
 from clusterlm.config import limits as L
@@ -29,26 +30,33 @@ from clusterlm.eval.compression import compressed_bits_per_byte, split_text
 from clusterlm.generate.generator import GenerationSettings, generate_text
 from clusterlm.generate.sampling import SamplingSettings
 from clusterlm.generate.text import require_text
+from clusterlm.train.metrics import METRICS_FILE
 from clusterlm.train.trainer import Trainer
 
 DEFAULT_PROMPT = "def "
 
 
+def _quiet(text: str) -> None:
+    """The default reporter: say nothing."""
+
+
 def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 120,
-               progress: bool = True, stream: bool = True) -> dict[str, Any]:
-    """Run the four stages; return the numbers the summary prints."""
+               progress: bool = True, say: Callable[[str], None] = _quiet,
+               on_sample: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the four stages; return the numbers the summary prints. `say` gets a line per stage,
+    `on_sample` the sample's text pieces as they are generated (the prompt first)."""
     require_text(prompt, "--prompt")  # checked before minutes of work, not after
     check_range("--max-new-tokens", max_new_tokens, 0, L.MAX_SEQ_LEN)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    data_dir, reused = prepare_or_reuse(cfg.data, quiet=not progress, fresh=fresh)
+    data_dir, reused = prepare_or_reuse(cfg.data, quiet=not progress, say=say, fresh=fresh)
     seconds["prepare"] = time.perf_counter() - t0
 
     run_dir = Path(cfg.train.out_dir)
     if fresh and run_dir.exists():
         _remove_run_dir(run_dir)
     t0 = time.perf_counter()
-    _say(f"[2/4] training {cfg.model.preset or cfg.model.style} for up to {cfg.train.max_minutes or '?'} min → {run_dir}")
+    say(f"[2/4] training {cfg.model.preset or cfg.model.style} for up to {cfg.train.max_minutes or '?'} min → {run_dir}")
     try:
         result = Trainer(cfg, progress=progress).run()
     except (CheckpointError, OutputExistsError) as exc:  # e.g. the recipe changed since the last quickstart
@@ -56,7 +64,7 @@ def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PRO
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _say("[3/4] evaluating on the held-out split")
+    say("[3/4] evaluating on the held-out split")
     common = dict(data_dir=str(data_dir), batch_size=cfg.train.micro_batch, device=cfg.train.device)
     val = evaluate(str(run_dir), splits=["val"], batches=None, **common)
     train = evaluate(str(run_dir), splits=["train"], batches=20, **common)
@@ -66,8 +74,8 @@ def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PRO
     seconds["eval"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _say(f"[4/4] sample (prompt {prompt!r}):")
-    sample = generate_sample(run_dir, prompt, max_new_tokens, dataset.eos_id, stream=stream)
+    say(f"[4/4] sample (prompt {prompt!r}):")
+    sample = generate_sample(run_dir, prompt, max_new_tokens, dataset.eos_id, on_piece=on_sample)
     seconds["generate"] = time.perf_counter() - t0
 
     v, tr = val["splits"]["val"], train["splits"]["train"]
@@ -86,7 +94,8 @@ def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PRO
     }
 
 
-def prepare_or_reuse(data_cfg: DataConfig, quiet: bool, fresh: bool = False) -> tuple[Path, bool]:
+def prepare_or_reuse(data_cfg: DataConfig, quiet: bool, say: Callable[[str], None] = _quiet,
+                     fresh: bool = False) -> tuple[Path, bool]:
     """Prepare `data_cfg.dir` unless it already holds a complete dataset made with the same settings.
 
     "Same" = the data config recorded in its manifest equals ours and it was made from the same
@@ -102,7 +111,7 @@ def prepare_or_reuse(data_cfg: DataConfig, quiet: bool, fresh: bool = False) -> 
         except ClusterLMError:
             manifest = {}
         if manifest.get("config") == wanted and (manifest.get("report") or {}).get("source") == source:
-            _say(f"[1/4] reusing dataset {out} (prepared with the same settings)")
+            say(f"[1/4] reusing dataset {out} (prepared with the same settings)")
             return out, True
     replace = out.exists()
     if replace and not (out / "manifest.json").is_file() and any(out.iterdir()):
@@ -110,39 +119,33 @@ def prepare_or_reuse(data_cfg: DataConfig, quiet: bool, fresh: bool = False) -> 
     if replace and (out / "manifest.json").is_file() and not fresh:
         raise OutputExistsError(f"data.dir {out} holds a dataset prepared with other settings or sources; pass "
                                 "--fresh to replace it, or choose another data.dir")
-    _say(f"[1/4] preparing {out} from {source}")
+    say(f"[1/4] preparing {out} from {source}")
     prepare_dataset(data_cfg, out, overwrite=replace, quiet=quiet)
     return out, False
 
 
-def generate_sample(run_dir: Path, prompt: str, max_new_tokens: int, eos_id: int, stream: bool) -> str:
-    """A seeded sample from the final checkpoint, streamed to stdout as it is produced."""
+def generate_sample(run_dir: Path, prompt: str, max_new_tokens: int, eos_id: int,
+                    on_piece: Callable[[str], None] | None = None) -> str:
+    """A seeded sample from the final checkpoint; `on_piece` sees it as it is produced."""
     loaded = load_model(run_dir)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, seed=0, eos_id=eos_id,
                                   sampling=SamplingSettings(temperature=0.8, top_k=50))
-    pieces = []
-    if stream:
-        sys.stdout.write(prompt)
+    pieces = [prompt]
+    if on_piece is not None:
+        on_piece(prompt)
     for piece in generate_text(loaded.model, loaded.tokenizer, prompt, settings):
         pieces.append(piece)
-        if stream:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    if stream:
-        sys.stdout.write("\n\n")
-    return prompt + "".join(pieces)
+        if on_piece is not None:
+            on_piece(piece)
+    return "".join(pieces)
 
 
 def _remove_run_dir(run_dir: Path) -> None:
     # Only ever delete something that looks like a run dir (never an arbitrary out_dir).
-    if not ((run_dir / "checkpoints").is_dir() or (run_dir / "metrics.jsonl").is_file()):
+    if not ((run_dir / CHECKPOINTS_DIR).is_dir() or (run_dir / METRICS_FILE).is_file()):
         raise UsageError(f"--fresh: {run_dir} does not look like a run dir; remove it yourself")
     lock = RunLock(run_dir).acquire()  # never delete a run another trainer is writing
     try:
         shutil.rmtree(run_dir)
     finally:
         lock.release()
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)

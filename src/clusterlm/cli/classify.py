@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clusterlm.errors import UsageError
-    from clusterlm.finetune import api
+    from clusterlm.api import finetune as api
 
     if args.data and args.texts:
         raise UsageError("give TEXTs or --data, not both")

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterlm.finetune import api
+    from clusterlm.api import finetune as api
 
     check_eval_arguments(args)
     report = api.eval_qa(args.checkpoint, args.data, documents=args.documents, limit=args.limit,

@@ -66,7 +66,7 @@ def print_report(report: dict, columns: dict[str, str], as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterlm.finetune import api
+    from clusterlm.api import finetune as api
 
     check_eval_arguments(args)
     report = api.eval_translate(args.checkpoint, args.data, train=args.train, limit=args.limit,

@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> object:
-    from clusterlm.finetune.api import LoopSettings
+    from clusterlm.api.finetune import LoopSettings
 
     return LoopSettings(lr=args.lr or DEFAULT_LR[args.method], epochs=args.epochs, max_steps=args.max_steps,
                         max_minutes=args.max_minutes, batch_size=args.batch_size,
@@ -96,7 +96,7 @@ def _progress(args: argparse.Namespace):  # noqa: ANN202 - a callback or None
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterlm.finetune import api
+    from clusterlm.api import finetune as api
 
     if args.task == "data":
         report = api.build_data(args.kind, args.out, sources=args.sources, seed=args.seed, overwrite=args.overwrite)

@@ -31,15 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterlm.generate.generator import GenerationSettings, generate_text
-    from clusterlm.generate.loading import eos_id, load_for_generation
-    from clusterlm.generate.sampling import SamplingSettings
+    from clusterlm.api.generate import generate
 
-    sampling = SamplingSettings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    loaded = load_for_generation(args.checkpoint, args.device)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, sampling=sampling, seed=args.seed,
-                                  use_kv_cache=not args.no_kv_cache, eos_id=eos_id(loaded.tokenizer))
-    stream = generate_text(loaded.model, loaded.tokenizer, args.prompt, settings)
+    stream = generate(args.checkpoint, args.prompt, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                      kv_cache=not args.no_kv_cache, device=args.device)
     if stream.cropped_to is not None:
         sys.stderr.write(f"note: the prompt has {len(stream.prompt_ids)} tokens; "
                          f"the model sees its last {stream.cropped_to}\n")

@@ -155,6 +155,15 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Positional items (inputs, section.key=value overrides) may follow options; verbs with
+    sub-commands (argparse cannot intermix those) parse the usual way."""
+    try:
+        return parser.parse_intermixed_args(argv)
+    except TypeError:
+        return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         top = _top_parser().parse_args(argv)
         parser, module = verb_parser(top.verb)
-        args = parser.parse_args(top.rest)
+        args = _parse(parser, top.rest)
         args.debug = debug
         if top.verb in TRAINING_VERBS and not (top.no_host_tuning or os.environ.get("CLUSTERLM_NO_HOST_TUNING")):
             keep_freed_host_memory()

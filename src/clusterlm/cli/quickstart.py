@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 DEFAULT_PROMPT = "def "  # keep in step with clusterlm.api.quickstart.DEFAULT_PROMPT (not imported: --help stays light)
@@ -45,8 +46,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config, args.overrides)
     if not cfg.data.dir:
         raise ConfigError(f"{args.config}: data.dir must name where the quickstart dataset goes")
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
     summary = quickstart(cfg, fresh=args.fresh, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
-                         progress=not args.quiet, stream=not args.json)
+                         progress=not args.quiet, say=say, on_sample=None if args.json else show)
+    if not args.json:
+        sys.stdout.write("\n\n")
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 

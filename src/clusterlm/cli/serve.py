@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterlm.serve.server import API_KEY_ENV, serve
+    from clusterlm.api.serve import API_KEY_ENV, serve
 
     serve(args.checkpoint, host=args.host, port=args.port, device=args.device,
           max_new_tokens_limit=args.max_new_tokens_limit, max_batch=args.max_batch,

@@ -342,7 +342,7 @@ def peak_flops_for_device(device_name: str, dtype: str) -> float | None:
     """Dense peak FLOP/s of a torch device name in `dtype` ("fp32" | "bf16" | "fp16" | ...).
 
     None when the device or the precision is not in the catalog (callers then measure with
-    `clusterlm.cluster.probe.measure_matmul_flops`). Used by the trainer for MFU.
+    `clusterlm.runtime.measure.measure_matmul_flops`). Used by the trainer for MFU.
     """
     acc = find_device(device_name)
     if acc is None:

@@ -1,6 +1,7 @@
 """Measure this machine: matmul FLOP/s, memory bandwidth, disk, loopback all-reduce, runtime overhead.
 
-`measure_matmul_flops` is also used by training for MFU on devices the catalog does not know.
+`measure_matmul_flops` (runtime/measure.py) is shared with training, which measures MFU peaks on
+devices the catalog does not know.
 `probe(...)` runs every measurement and `probe_spec(...)` turns the results into a cluster spec
 (one node, one "accelerator" = this CPU or GPU as one training process uses it) that
 `clusterlm plan --cluster` accepts. Every measurement is short and bounded: multi-process
@@ -24,38 +25,10 @@ from typing import Any
 import torch
 
 from clusterlm.errors import DistributedError
+from clusterlm.runtime.measure import measure_matmul_flops
+from clusterlm.runtime.measure import synchronize as _sync
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def measure_matmul_flops(
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
-    n: int = 1024,
-    min_seconds: float = 0.5,
-) -> float:
-    """Sustained FLOP/s of an n×n×n matmul on `device` in `dtype` (best of repeated timings)."""
-    device = torch.device(device)
-    a = torch.randn(n, n, dtype=dtype, device=device)
-    b = torch.randn(n, n, dtype=dtype, device=device)
-    _sync(device)
-    torch.matmul(a, b)  # warm-up (thread pool, kernels)
-    _sync(device)
-    best = float("inf")
-    deadline = time.perf_counter() + min_seconds
-    reps = 0
-    while reps < 3 or time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        torch.matmul(a, b)
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-        reps += 1
-    return 2.0 * n**3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _time(fn, min_seconds: float, device: torch.device, min_reps: int = 3, sample_s: float = 0.02,

@@ -30,8 +30,18 @@ class DataConfig(Section):
     # Train the tokenizer on a hash-sampled subset of about this many MB (None = everything).
     # BPE training memory grows with its input; the cap keeps it bounded on large corpora.
     tokenizer_sample_mb: float | None = Field(default=256, gt=0)
+    # While training the tokenizer, runs of one character class (letters, digits, symbols,
+    # whitespace) longer than this are cut into pieces of this length: training time stays
+    # linear in a giant "word" (a long line without spaces) instead of quadratic.
+    tokenizer_max_piece_chars: int = Field(default=256, ge=2)
     # Stop reading input after this many MB (decompressed); None = all of it.
     max_input_mb: float | None = Field(default=None, gt=0)
+    # Read at most this many MB (decompressed) of any one file; the rest is skipped and
+    # counted (`file_truncated`). Bounds endless or bomb-like inputs; None = no cap.
+    max_file_mb: float | None = Field(default=16_000, gt=0)
+    # A JSONL line (one record) longer than this many MB is skipped and counted
+    # (`line_too_long`) without being held in memory whole; None = no cap.
+    max_line_mb: float | None = Field(default=16, gt=0)
     val_fraction: float = Field(default=0.02, ge=0.0, lt=1.0)
     seed: int = 0
     # Encoding processes; 1 encodes in this process (the tokenizer still uses all cores).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sysconfig
 from pathlib import Path
 
-from clusterlm.data.readers import InputFile, classify, walk_dir
+from clusterlm.data.inputs import InputFile, classify, walk_dir
 
 # Directory names skipped anywhere under the stdlib root.
 EXCLUDED_DIRS = frozenset(

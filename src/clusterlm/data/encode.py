@@ -28,7 +28,8 @@ import numpy as np
 
 from clusterlm.config.data import CleanConfig
 from clusterlm.data.clean import Cleaner, MalformedHTML
-from clusterlm.data.readers import Drop, RawDoc
+from clusterlm.data.inputs import Drop
+from clusterlm.data.readers import RawDoc
 
 
 # Characters per tokenizer call within a batch (bounds the tokenizer's per-token objects).
@@ -109,7 +110,11 @@ class BatchProcessor:
                 if reason is not None:
                     out.drops.append(Drop(source, reason))
                     continue
-                data = cleaned.encode("utf-8")
+                try:
+                    data = cleaned.encode("utf-8")
+                except UnicodeEncodeError:  # a JSON "\ud800" escape: no UTF-8, no tokens
+                    out.drops.append(Drop(source, "lone_surrogate"))
+                    continue
                 key = content_key(data)
                 if self.tokenizer is None and unit_hash(key) >= self.spec.sample_fraction:
                     continue
@@ -142,6 +147,9 @@ class BatchProcessor:
                 obj: Any = json.loads(line)
             except ValueError:  # JSONDecodeError and UnicodeDecodeError
                 out.drops.append(Drop(source, "malformed_jsonl"))
+                continue
+            except RecursionError:  # nested deeper than the interpreter's recursion limit
+                out.drops.append(Drop(source, "jsonl_too_deep"))
                 continue
             for key in self.field_path:
                 obj = obj.get(key) if isinstance(obj, dict) else None

@@ -28,24 +28,24 @@ import numpy as np
 
 from clusterlm.config.data import DataConfig
 from clusterlm.data import corpus
+from clusterlm.data.bpe_process import train_tokenizer_in_subprocess
 from clusterlm.data.encode import BatchResult, EncodeSpec, batch_documents, ordered_map, unit_hash
-from clusterlm.data.readers import Drop, InputFile, RawDoc, discover, read_file
-from clusterlm.data.report import PrepareStats, SplitStats, build_report, format_summary
+from clusterlm.data.inputs import Discovery, Drop, InputFile, discover
+from clusterlm.data.owner_lock import OwnerLock, verdict
+from clusterlm.data.readers import RawDoc, ReadLimits, read_file
+from clusterlm.data.report import DropLog, PrepareStats, SplitStats, build_report, format_summary
 from clusterlm.data.shards import MANIFEST_FORMAT, MANIFEST_VERSION, SPLITS, ShardWriter, file_sha256, token_dtype
-from clusterlm.data.tokenizer import (
-    check_vocab_size,
-    ensure_special_tokens,
-    load_tokenizer,
-    special_ids,
-    train_tokenizer,
-)
+from clusterlm.data.tokenizer import check_vocab_size, ensure_special_tokens, load_tokenizer, special_ids
 from clusterlm.errors import DataError, OutputExistsError
 from clusterlm.fsio import atomic_dir, atomic_write_json, atomic_write_text
 
 # Raw bytes per batch handed to a worker: large enough to amortise process hops and
 # let the tokenizer parallelise, small enough that a few in flight cost little memory.
 BATCH_BYTES = 1 << 20
-_PID_FILE = ".prepare-pid"
+# A leftover temp dir with no owner record is deleted once untouched this long (a live
+# owner writes its record right after creating the dir, so it is never that old without one).
+_UNOWNED_TEMP_AGE_S = 3600
+_LEGACY_PID_FILE = ".prepare-pid"  # what prepare wrote before owner_lock (a pid, no host)
 
 
 def prepare_dataset(config: DataConfig, out: str | Path, overwrite: bool = False, quiet: bool = True) -> dict[str, Any]:
@@ -59,109 +59,136 @@ def prepare_dataset(config: DataConfig, out: str | Path, overwrite: bool = False
     replace = _check_output(out, overwrite)
     check_vocab_size(config.vocab_size)
     if config.inputs:
-        files, ignored = discover(config.inputs)
+        found = discover(config.inputs)
         source = ", ".join(config.inputs)
     else:
-        files, ignored = corpus.default_corpus_files(), []
+        found = Discovery(files=corpus.default_corpus_files())
         source = corpus.describe()
-    if not files:
+    if not found.files:
         raise DataError(f"no input files found in {source} (supported: .txt .md .rst .py .html .jsonl, "
-                        "optionally .gz/.xz/.zst)")
-    cap_bytes = int(config.max_input_mb * 1e6) if config.max_input_mb else None
-    estimate = sum(f.size_bytes for f in files)
-    if cap_bytes is not None:
-        estimate = min(estimate, cap_bytes)
-    _remove_stale_temps(out)
-
-    seconds: dict[str, float] = {}
-    warnings: list[str] = []
+                        "optionally .gz/.xz/.zst)" + _skipped_note(found.skipped))
+    warnings = _remove_stale_temps(out)
     with atomic_dir(out, overwrite=replace) as tmp:
-        (tmp / _PID_FILE).write_text(str(os.getpid()))
-        t0 = time.perf_counter()
-        tok, tok_info = _obtain_tokenizer(config, files, cap_bytes, estimate, quiet)
-        seconds["tokenizer"] = time.perf_counter() - t0
-        atomic_write_text(tmp / "tokenizer.json", tok.to_str(pretty=True))
-        tok_info["sha256"] = file_sha256(tmp / "tokenizer.json")
-        if tok_info["trained"] and tok_info["vocab_size"] < config.vocab_size:
-            warnings.append(f"the corpus supports only {tok_info['vocab_size']:,} tokens "
-                            f"(asked for {config.vocab_size:,})")
-
-        t0 = time.perf_counter()
-        stats, shards, dtype = _encode(config, files, cap_bytes, estimate, tok, tmp, quiet)
-        seconds["encode"] = time.perf_counter() - t0
-        if stats.docs_kept == 0:
-            raise DataError(_nothing_left(stats))
-        if config.val_fraction > 0 and stats.splits["val"].documents == 0:
-            warnings.append("the val split is empty (too few documents for val_fraction); "
-                            "raise data.val_fraction or add data")
-        if stats.splits["train"].documents == 0:
-            warnings.append("the train split is empty; lower data.val_fraction or add data")
-        seconds["total"] = time.perf_counter() - start
-        report = build_report(stats, source=source, files=len(files), ignored=[str(p) for p in ignored],
-                              tokenizer=tok_info, seconds=seconds, warnings=warnings)
-        atomic_write_json(tmp / "report.json", report)
-        eos_id, pad_id = special_ids(tok)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "tokenizer": {"file": "tokenizer.json", "sha256": tok_info["sha256"]},
-            "vocab_size": tok.get_vocab_size(),
-            "eos_id": eos_id,
-            "pad_id": pad_id,
-            "dtype": dtype.name,
-            "shard_tokens": config.shard_tokens,
-            "seed": config.seed,
-            "val_fraction": config.val_fraction,
-            # The settings that made this dir (so a caller can tell whether it can be reused).
-            "config": config.model_dump(mode="json", exclude={"dir", "workers"}),
-            "splits": {
-                name: {"documents": s.documents, "tokens": s.tokens, "bytes": s.bytes, "shards": shards[name]}
-                for name, s in stats.splits.items()
-            },
-            "report": report,
-        }
-        (tmp / _PID_FILE).unlink()
+        with OwnerLock(tmp):  # removed again before the manifest: it is no part of the output
+            manifest = _build(config, found, source, tmp, warnings, quiet, start)
         atomic_write_json(tmp / "manifest.json", manifest)  # last: marks the dir complete
     if not quiet:
-        print(format_summary(report, str(out)))
-    return report
+        print(format_summary(manifest["report"], str(out)))
+    return manifest["report"]
+
+
+def _build(config: DataConfig, found: Discovery, source: str, tmp: Path, warnings: list[str], quiet: bool,
+           start: float) -> dict[str, Any]:
+    """Tokenizer, shards and report in `tmp`; returns the manifest (not yet written)."""
+    reading = _Reading(config, found.files)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    tok, tok_info = _obtain_tokenizer(config, reading, quiet)
+    seconds["tokenizer"] = time.perf_counter() - t0
+    atomic_write_text(tmp / "tokenizer.json", tok.to_str(pretty=True))
+    tok_info["sha256"] = file_sha256(tmp / "tokenizer.json")
+    if tok_info["trained"] and tok_info["vocab_size"] < config.vocab_size:
+        warnings.append(f"the corpus supports only {tok_info['vocab_size']:,} tokens "
+                        f"(asked for {config.vocab_size:,})")
+
+    t0 = time.perf_counter()
+    stats, shards, dtype = _encode(config, reading, tok, tmp, quiet)
+    seconds["encode"] = time.perf_counter() - t0
+    if stats.docs_kept == 0:
+        raise DataError(_nothing_left(stats.docs_in, stats.drops))
+    warnings += _data_warnings(config, stats)
+    seconds["total"] = time.perf_counter() - start
+    report = build_report(stats, source=source, files=len(found.files), ignored=[str(p) for p in found.ignored],
+                          skipped=found.skipped, tokenizer=tok_info, seconds=seconds, warnings=warnings)
+    atomic_write_json(tmp / "report.json", report)
+    eos_id, pad_id = special_ids(tok)
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "tokenizer": {"file": "tokenizer.json", "sha256": tok_info["sha256"]},
+        "vocab_size": tok.get_vocab_size(),
+        "eos_id": eos_id,
+        "pad_id": pad_id,
+        "dtype": dtype.name,
+        "shard_tokens": config.shard_tokens,
+        "seed": config.seed,
+        "val_fraction": config.val_fraction,
+        # The settings that made this dir (so a caller can tell whether it can be reused).
+        "config": config.model_dump(mode="json", exclude={"dir", "workers"}),
+        "splits": {
+            name: {"documents": s.documents, "tokens": s.tokens, "bytes": s.bytes, "shards": shards[name]}
+            for name, s in stats.splits.items()
+        },
+        "report": report,
+    }
+
+
+def _data_warnings(config: DataConfig, stats: PrepareStats) -> list[str]:
+    warnings = []
+    if config.val_fraction > 0 and stats.splits["val"].documents == 0:
+        warnings.append("the val split is empty (too few documents for val_fraction); "
+                        "raise data.val_fraction or add data")
+    if stats.splits["train"].documents == 0:
+        warnings.append("the train split is empty; lower data.val_fraction or add data")
+    cut = {"file_truncated": "data.max_file_mb", "line_too_long": "data.max_line_mb"}
+    for reason, key in cut.items():
+        if stats.drops.counts.get(reason):
+            warnings.append(f"{stats.drops.counts[reason]:,} input(s) hit the {key} cap ({reason}); "
+                            f"raise {key} to read them")
+    return warnings
 
 
 # ---------------------------------------------------------------- passes
 
 
-def _raw_documents(files: list[InputFile], cap_bytes: int | None) -> Iterator[RawDoc | Drop]:
-    read = 0
-    for f in files:
-        if cap_bytes is not None and read >= cap_bytes:
-            return
-        for item in read_file(f):
-            yield item
-            if isinstance(item, RawDoc):
-                read += len(item.data)
+class _Reading:
+    """What both passes read: the files in order, within the caps of the config."""
+
+    def __init__(self, config: DataConfig, files: list[InputFile]):
+        self.files = files
+        self.cap_bytes = _bytes(config.max_input_mb)
+        self.limits = ReadLimits(max_file_bytes=_bytes(config.max_file_mb), max_line_bytes=_bytes(config.max_line_mb))
+        size = sum(f.size_bytes for f in files)
+        self.estimate = size if self.cap_bytes is None else min(size, self.cap_bytes)
+
+    def batches(self) -> Iterator[list[RawDoc | Drop]]:
+        return batch_documents(self._documents(), BATCH_BYTES)
+
+    def _documents(self) -> Iterator[RawDoc | Drop]:
+        read = 0
+        for f in self.files:
+            if self.cap_bytes is not None and read >= self.cap_bytes:
+                return
+            for item in read_file(f, self.limits):
+                yield item
+                if isinstance(item, RawDoc):
+                    read += len(item.data)
 
 
-def _batches(files: list[InputFile], cap_bytes: int | None) -> Iterator[list[RawDoc | Drop]]:
-    return batch_documents(_raw_documents(files, cap_bytes), BATCH_BYTES)
+def _bytes(mb: float | None) -> int | None:
+    return None if mb is None else int(mb * 1e6)
 
 
-def _obtain_tokenizer(
-    config: DataConfig, files: list[InputFile], cap_bytes: int | None, estimate: int, quiet: bool
-) -> tuple[Any, dict[str, Any]]:
+def _obtain_tokenizer(config: DataConfig, reading: _Reading, quiet: bool) -> tuple[Any, dict[str, Any]]:
     if config.tokenizer:
         tok = ensure_special_tokens(load_tokenizer(config.tokenizer))
         return tok, {"trained": False, "from": str(config.tokenizer), "vocab_size": tok.get_vocab_size()}
 
-    sample_bytes = int(config.tokenizer_sample_mb * 1e6) if config.tokenizer_sample_mb else None
+    sample_bytes = _bytes(config.tokenizer_sample_mb)
+    estimate = reading.estimate
     fraction = 1.0 if sample_bytes is None or estimate <= 0 else min(1.0, 1.25 * sample_bytes / estimate)
     spec = EncodeSpec(clean=config.clean, jsonl_field=config.jsonl_field, sample_fraction=fraction)
-    used = {"docs": 0, "bytes": 0}
+    used = {"docs": 0, "bytes": 0, "in": 0}
+    drops = DropLog()
 
     def texts() -> Iterator[str]:
         seen: set[bytes] = set()
         with _progress("tokenizer", estimate, quiet) as bar:
-            for result in ordered_map(spec, _batches(files, cap_bytes), config.workers):
+            for result in ordered_map(spec, reading.batches(), config.workers):
                 _tick(bar, result, used["docs"] + len(result.keys))
+                used["in"] += result.docs_in
+                for drop in result.drops:
+                    drops.add(drop)
                 assert result.texts is not None
                 for key, nbytes, text in zip(result.keys, result.nbytes, result.texts):
                     if config.clean.dedup:
@@ -174,22 +201,15 @@ def _obtain_tokenizer(
                     if sample_bytes is not None and used["bytes"] >= sample_bytes:
                         return
 
-    tok = train_tokenizer(texts(), config.vocab_size)
+    tok = train_tokenizer_in_subprocess(texts(), config.vocab_size, max_piece_chars=config.tokenizer_max_piece_chars)
     if used["docs"] == 0:
-        raise DataError("nothing left after cleaning: every input document was dropped "
-                        "(see data.clean.min_chars and the input format)")
+        raise DataError(_nothing_left(used["in"], drops))
     return tok, {"trained": True, "vocab_size": tok.get_vocab_size(), "requested_vocab_size": config.vocab_size,
                  "sample_docs": used["docs"], "sample_bytes": used["bytes"]}
 
 
 def _encode(
-    config: DataConfig,
-    files: list[InputFile],
-    cap_bytes: int | None,
-    estimate: int,
-    tok: Any,
-    root: Path,
-    quiet: bool,
+    config: DataConfig, reading: _Reading, tok: Any, root: Path, quiet: bool
 ) -> tuple[PrepareStats, dict[str, list[dict[str, Any]]], np.dtype]:
     dtype = token_dtype(tok.get_vocab_size())
     eos_id, _ = special_ids(tok)
@@ -200,8 +220,8 @@ def _encode(
     stats = PrepareStats(splits={name: SplitStats() for name in SPLITS})
     salt = f"split:{config.seed}:".encode()
     seen: set[bytes] = set()
-    with _progress("encode", estimate, quiet) as bar:
-        for result in ordered_map(spec, _batches(files, cap_bytes), config.workers):
+    with _progress("encode", reading.estimate, quiet) as bar:
+        for result in ordered_map(spec, reading.batches(), config.workers):
             _tick(bar, result, stats.docs_in + result.docs_in)
             stats.raw_bytes += result.raw_bytes
             stats.docs_in += result.docs_in
@@ -244,37 +264,46 @@ def _check_output(out: Path, overwrite: bool) -> bool:
     return True
 
 
-def _remove_stale_temps(out: Path) -> None:
-    """Delete temp dirs left by a killed prepare of the same `out` (their process is gone)."""
+def _remove_stale_temps(out: Path) -> list[str]:
+    """Delete temp dirs left by a dead prepare of the same `out`; warnings for those kept.
+
+    Ownership is decided by `owner_lock.verdict`: a temp dir of a live prepare, here or on
+    another host sharing this filesystem, is never deleted.
+    """
+    warnings: list[str] = []
     if not out.parent.is_dir():
-        return
-    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
-        pid_file = tmp / _PID_FILE
-        try:
-            pid = int(pid_file.read_text())
-        except (OSError, ValueError):
-            # Not ours, or killed before writing its pid: only clearly old ones go.
-            with contextlib.suppress(OSError):
-                if tmp.is_dir() and time.time() - tmp.stat().st_mtime > 3600:
-                    shutil.rmtree(tmp, ignore_errors=True)
-            continue
-        if not _alive(pid):
+        return warnings
+    for tmp in sorted(out.parent.glob(f".{out.name}.*.tmp")):
+        state, owner = verdict(tmp)
+        if state == "dead":
             shutil.rmtree(tmp, ignore_errors=True)
+        elif state == "other_host" and owner is not None:
+            warnings.append(f"left {tmp} alone: it belongs to prepare {owner.describe()}; "
+                            "delete it by hand if that run is gone")
+        elif state == "unknown" and (tmp / _LEGACY_PID_FILE).exists():
+            warnings.append(f"left {tmp} alone: an older clusterlm's prepare made it and recorded no host; "
+                            "delete it by hand if no prepare of this output is running")
+        elif state == "unknown":
+            # No owner record: its owner died before writing one, so it is removed once old.
+            with contextlib.suppress(OSError):
+                if tmp.is_dir() and time.time() - tmp.stat().st_mtime > _UNOWNED_TEMP_AGE_S:
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return warnings
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _nothing_left(docs_in: int, drops: DropLog) -> str:
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(drops.counts.items())) or "no documents"
+    return f"nothing left after cleaning: {docs_in} documents in, all dropped ({reasons})"
 
 
-def _nothing_left(stats: PrepareStats) -> str:
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(stats.drops.counts.items())) or "no documents"
-    return f"nothing left after cleaning: {stats.docs_in} documents in, all dropped ({reasons})"
+def _skipped_note(skipped: list[Drop]) -> str:
+    if not skipped:
+        return ""
+    counts = DropLog()
+    for drop in skipped:
+        counts.add(drop)
+    shown = (f"{reason} {n} (e.g. {counts.examples[reason][0]})" for reason, n in sorted(counts.counts.items()))
+    return "; skipped: " + ", ".join(shown)
 
 
 @contextlib.contextmanager

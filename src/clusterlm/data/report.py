@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterlm.data.readers import Drop
+from clusterlm.data.inputs import Drop
 
 EXAMPLES_PER_REASON = 5
 
@@ -59,6 +59,7 @@ def build_report(
     source: str,
     files: int,
     ignored: list[str],
+    skipped: list[Drop],
     tokenizer: dict[str, Any],
     seconds: dict[str, float],
     warnings: list[str],
@@ -68,9 +69,19 @@ def build_report(
     total_s = seconds.get("total", 0.0)
     encode_s = seconds.get("encode", 0.0)
     raw_mb = stats.raw_bytes / 1e6
+    folders = DropLog()
+    for drop in skipped:
+        folders.add(drop)
     return {
         "source": source,
-        "files": {"read": files, "ignored_unsupported": len(ignored), "ignored_examples": ignored[:EXAMPLES_PER_REASON]},
+        "files": {
+            "read": files,
+            "ignored_unsupported": len(ignored),
+            "ignored_examples": ignored[:EXAMPLES_PER_REASON],
+            # folders not walked (unlistable_dir, symlinked_dir), by reason
+            "skipped": dict(sorted(folders.counts.items())),
+            "skipped_examples": dict(sorted(folders.examples.items())),
+        },
         "documents": {
             "in": stats.docs_in,
             "kept": stats.docs_kept,
@@ -113,5 +124,8 @@ def format_summary(report: dict[str, Any], out: str) -> str:
     ]
     for reason, examples in docs["dropped_examples"].items():
         lines.append(f"  {reason}: e.g. {', '.join(examples[:3])}")
+    folders = report["files"].get("skipped_examples", {})
+    for reason, examples in folders.items():
+        lines.append(f"  {reason} ({report['files']['skipped'][reason]} not walked): e.g. {', '.join(examples[:3])}")
     lines += [f"  warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)

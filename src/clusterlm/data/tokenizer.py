@@ -13,12 +13,10 @@ Special tokens: `<|endoftext|>` separates documents in the shards (EOS);
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from clusterlm.errors import DataError
 
@@ -31,14 +29,36 @@ MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 MAX_VOCAB_SIZE = 1_000_000
 
 
+# While training, a run of one character class (letters, digits, other symbols, whitespace)
+# longer than this is cut into pieces of this many characters. BPE training touches every
+# occurrence of a merged pair, so one giant "word" (a 1 MB line with no spaces) costs
+# time quadratic in its length; cut, it is linear. Real words are far shorter.
+MAX_PIECE_CHARS = 256
+
+
 def new_bpe_tokenizer() -> Tokenizer:
     """An untrained byte-level BPE pipeline (no normalizer, no prefix space)."""
     tok = Tokenizer(models.BPE())
-    # use_regex: GPT-2's pre-split (words, numbers, punctuation, whitespace runs) so merges
-    # never cross word boundaries; `\s+(?!\S)` keeps runs of spaces (code indentation) whole.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = _byte_level()
     tok.decoder = decoders.ByteLevel()
     return tok
+
+
+def _byte_level() -> pre_tokenizers.PreTokenizer:
+    # use_regex: GPT-2's pre-split (words, numbers, punctuation, whitespace runs) so merges
+    # never cross word boundaries; `\s+(?!\S)` keeps runs of spaces (code indentation) whole.
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+def piece_cap_pre_tokenizer(max_piece_chars: int = MAX_PIECE_CHARS) -> pre_tokenizers.PreTokenizer:
+    """GPT-2's byte-level pre-split after cutting same-class runs into `max_piece_chars` pieces.
+
+    The classes are those of GPT-2's regex, and pieces start where a run starts, so text
+    whose runs are all shorter is pre-tokenized exactly as by `ByteLevel` alone.
+    """
+    n = int(max_piece_chars)
+    runs = "|".join(f"{cls}{{{n}}}" for cls in (r"\p{L}", r"\p{N}", r"[^\s\p{L}\p{N}]", r"\s"))
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(runs), behavior="isolated"), _byte_level()])
 
 
 def train_tokenizer(
@@ -47,11 +67,14 @@ def train_tokenizer(
     *,
     min_frequency: int = 2,
     show_progress: bool = False,
+    max_piece_chars: int = MAX_PIECE_CHARS,
 ) -> Tokenizer:
-    """Train a byte-level BPE on `texts` (streamed; any iterable of documents).
+    """Train a byte-level BPE on `texts` (streamed; any iterable of documents), in this process.
 
     The result may hold fewer than `vocab_size` tokens when the text has fewer
     distinct merges to offer; read the real size with `tok.get_vocab_size()`.
+    Threads: as `tokenizers` decides for this process (`TOKENIZERS_PARALLELISM`);
+    `bpe_process.train_tokenizer_in_subprocess` trains on one thread in a child process.
     """
     check_vocab_size(vocab_size)
     tok = new_bpe_tokenizer()
@@ -64,28 +87,15 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
+    # Giant runs are cut for training only. The saved tokenizer keeps the plain byte-level
+    # pre-split: the extra regex pass would cost every encode (+15% to +50% CPU on stdlib
+    # sources in a quick measurement), and encoding a giant word is already fast (1 MB of
+    # letters: 0.7 s); only training on one is not. Runs shorter than the cap are pre-tokenized identically either way.
+    tok.pre_tokenizer = piece_cap_pre_tokenizer(max_piece_chars)
     # One document per item: the Rust side prefetches 256 items, so items must stay small.
-    with _single_threaded_tokenizers():
-        tok.train_from_iterator(iter(texts), trainer=trainer)
+    tok.train_from_iterator(iter(texts), trainer=trainer)
+    tok.pre_tokenizer = _byte_level()
     return tok
-
-
-@contextlib.contextmanager
-def _single_threaded_tokenizers() -> Iterator[None]:
-    """Train on one thread: with its thread pool the trainer's resident memory creeps up with
-    the amount of text (≈ +45% for 4× the stdlib corpus, allocator arenas), single-threaded it
-    stays flat; training is a small part of prepare (≈ 2 s for the 11 MB default corpus on
-    2 cores, ~30% slower than threaded). The library reads this variable on every call.
-    """
-    old = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
 def check_vocab_size(vocab_size: int) -> None:

@@ -125,3 +125,17 @@ def shutdown() -> None:
     """Leave the process group (idempotent)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def cpu_threads_per_rank(process: Process, environ: dict[str, str] | None = None) -> int | None:
+    """Intra-op threads each CPU rank should use: the host's cores shared by its local ranks.
+
+    torch would give every process all the cores, and N ranks on one host would then fight over
+    them. The count is taken on rank 0 and broadcast, so ranks never disagree (nodes of one job
+    are alike). None: leave torch alone (one process, a GPU, or OMP_NUM_THREADS set by the user,
+    as torchrun does)."""
+    env = os.environ if environ is None else environ
+    if not process.distributed or process.device.type != "cpu" or "OMP_NUM_THREADS" in env:
+        return None
+    local = int(env.get("LOCAL_WORLD_SIZE") or env.get("SLURM_NTASKS_PER_NODE") or process.world_size)
+    return process.collectives.decide_on_main(lambda: max(1, (os.cpu_count() or 1) // max(1, local)))

@@ -11,7 +11,8 @@ import zstandard
 from clusterlm.config.data import CleanConfig
 from clusterlm.data import readers
 from clusterlm.data.encode import BatchProcessor, EncodeSpec
-from clusterlm.data.readers import Drop, RawDoc, discover, read_file
+from clusterlm.data.inputs import Drop, discover
+from clusterlm.data.readers import RawDoc, read_file
 from clusterlm.errors import DataError
 
 TEXT = "a plain document with enough characters to be kept\n"
@@ -19,7 +20,7 @@ TEXT = "a plain document with enough characters to be kept\n"
 
 def process(paths: list[Path], **spec) -> tuple[list[str], list[Drop]]:
     """Read + clean `paths` in-process; (kept texts, drops)."""
-    files, _ = discover([str(p) for p in paths])
+    files = discover([str(p) for p in paths]).files
     items = [item for f in files for item in read_file(f)]
     result = BatchProcessor(EncodeSpec(clean=CleanConfig(), **spec))(items)
     return result.texts or [], result.drops
@@ -101,7 +102,8 @@ def test_directories_are_recursive_sorted_and_skip_unsupported(tmp_path):
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(TEXT)
-    files, ignored = discover([str(tmp_path)])
+    found = discover([str(tmp_path)])
+    files, ignored = found.files, found.ignored
     assert [f.path.relative_to(tmp_path).as_posix() for f in files] == ["a/x.py", "a/deep/er/y.md", "b/z.txt"]
     assert [p.name for p in ignored] == ["image.png"]
 
@@ -109,7 +111,7 @@ def test_directories_are_recursive_sorted_and_skip_unsupported(tmp_path):
 def test_explicit_unknown_extension_is_text_and_duplicates_listed_once(tmp_path):
     p = tmp_path / "notes.log"
     p.write_text(TEXT)
-    files, _ = discover([str(p), str(p)])
+    files = discover([str(p), str(p)]).files
     assert [(f.path, f.kind) for f in files] == [(p, "text")]
 
 
@@ -117,7 +119,7 @@ def test_globs(tmp_path):
     for rel in ("one.txt", "sub/two.txt", "sub/three.md"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(TEXT)
-    files, _ = discover([str(tmp_path / "**" / "*.txt")])
+    files = discover([str(tmp_path / "**" / "*.txt")]).files
     assert sorted(f.path.name for f in files) == ["one.txt", "two.txt"]
     with pytest.raises(DataError, match="matched no files"):
         discover([str(tmp_path / "*.nothing")])
@@ -133,7 +135,7 @@ def test_huge_text_file_is_cut_at_paragraphs(tmp_path, monkeypatch):
     paragraphs = [f"paragraph {i} " + "x" * 30 for i in range(10)]
     path = tmp_path / "big.txt"
     path.write_text("\n\n".join(paragraphs))
-    (f,), _ = discover([str(path)])
+    (f,) = discover([str(path)]).files
     pieces = list(read_file(f))
     assert len(pieces) > 2 and all(isinstance(p, RawDoc) and len(p.data) <= 200 for p in pieces)
     assert b"".join(p.data for p in pieces) == path.read_bytes()

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,10 @@ import pytest
 
 from clusterlm.config.data import CleanConfig, DataConfig
 from clusterlm.data.loader import Dataset
+from clusterlm.data.owner_lock import LOCK_NAME, OwnerLock
 from clusterlm.data.prepare import prepare_dataset
 from clusterlm.data.shards import ShardWriter, file_sha256, token_dtype
-from clusterlm.data.tokenizer import load_tokenizer, new_bpe_tokenizer
+from clusterlm.data.tokenizer import MAX_PIECE_CHARS, load_tokenizer, new_bpe_tokenizer
 from clusterlm.errors import DataError, OutputExistsError
 
 from datahelp import write_corpus
@@ -173,15 +176,72 @@ def test_literal_eos_text_is_not_a_separator(tmp_path):
     assert np.count_nonzero(np.asarray(ds.tokens("train")) == ds.eos_id) == 1
 
 
-def test_stale_temp_of_killed_run_is_removed(tmp_path, corpus_dir):
-    stale = tmp_path / ".ds.abc123.tmp"
-    stale.mkdir()
-    (stale / ".prepare-pid").write_text("999999999")  # no such process
-    live = tmp_path / ".ds.def456.tmp"
-    live.mkdir()
-    (live / ".prepare-pid").write_text(str(os.getpid()))
+@pytest.mark.timeout(60)
+def test_stale_temps_removed_only_when_their_owner_is_dead(tmp_path, corpus_dir):
+    def temp(name: str, owner: dict | None = None, legacy_pid: bool = False) -> Path:
+        path = tmp_path / f".ds.{name}.tmp"
+        path.mkdir()
+        if owner is not None:
+            (path / LOCK_NAME).write_text(json.dumps(owner))
+        if legacy_pid:
+            (path / ".prepare-pid").write_text("12345")
+        return path
+
+    here = socket.gethostname()
+    dead = temp("dead", {"host": here, "pid": 999_999_999, "start_time": 0.0})
+    other = temp("other", {"host": "node-17.cluster", "pid": 999_999_999, "start_time": 0.0})
+    alive = temp("alive")
+    lock = OwnerLock(alive).acquire()  # this process: a live owner on this host
+    old_unowned, legacy = temp("unowned"), temp("legacy", legacy_pid=True)
+    for path in (old_unowned, legacy):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    try:
+        report = prepare_dataset(cfg(corpus_dir), tmp_path / "ds")
+    finally:
+        lock.release()
+    assert not dead.exists() and not old_unowned.exists()
+    assert other.exists() and alive.exists() and legacy.exists()
+    assert sum("node-17.cluster" in w for w in report["warnings"]) == 1
+    assert sum(str(legacy) in w for w in report["warnings"]) == 1
+    assert not (tmp_path / "ds" / LOCK_NAME).exists()  # the owner's lock is no part of the output
+
+
+@pytest.mark.timeout(60)
+def test_hostile_inputs_are_counted_in_the_report(tmp_path, corpus_dir):
+    bad = corpus_dir / "bad"
+    bad.mkdir()
+    os.mkfifo(bad / "pipe.txt")
+    (bad / "loop.txt").symlink_to(bad / "loop.txt")
+    (bad / "up").symlink_to(corpus_dir)
+    records = ["[" * 200_000 + "]" * 200_000, '{"text": "a lone surrogate \\ud800 in a record long enough to keep"}',
+               "{broken", json.dumps({"text": "long " * 100_000})]
+    (bad / "records.jsonl").write_text("\n".join(records) + "\n")
+    report = prepare_dataset(cfg(corpus_dir, max_line_mb=0.45), tmp_path / "ds")
+    dropped = report["documents"]["dropped"]
+    for reason in ("fifo", "symlink_loop", "jsonl_too_deep", "lone_surrogate", "malformed_jsonl", "line_too_long"):
+        assert dropped.get(reason) == 1, (reason, dropped)
+    assert report["files"]["skipped"] == {"symlinked_dir": 1}
+    assert report["documents"]["kept"] == 40
+    assert any("data.max_line_mb" in w for w in report["warnings"])
+    assert json.loads((tmp_path / "ds" / "report.json").read_text())["documents"]["dropped"] == dropped
+
+
+@pytest.mark.timeout(60)
+def test_only_special_files_is_one_clear_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    os.mkfifo(tmp_path / "in" / "pipe.txt")
+    with pytest.raises(DataError, match=r"all dropped \(fifo 1\)"):
+        prepare_dataset(cfg(tmp_path / "in"), tmp_path / "ds")
+    with pytest.raises(DataError, match=r"all dropped \(device 1\)"):
+        prepare_dataset(DataConfig(inputs=["/dev/zero"], vocab_size=300), tmp_path / "ds")
+
+
+@pytest.mark.timeout(60)
+def test_training_leaves_the_environment_alone(tmp_path, corpus_dir, monkeypatch):
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    before = dict(os.environ)
     prepare_dataset(cfg(corpus_dir), tmp_path / "ds")
-    assert not stale.exists() and live.exists()
+    assert dict(os.environ) == before
 
 
 def test_shard_writer_rolls_over_and_hashes(tmp_path):
@@ -194,3 +254,15 @@ def test_shard_writer_rolls_over_and_hashes(tmp_path):
     assert np.array_equal(np.frombuffer(data, dtype="<u4"), np.arange(12))
     assert all(file_sha256(tmp_path / s["file"]) == s["sha256"] for s in shards)
     assert token_dtype(65_535) == np.dtype("uint16") and token_dtype(65_536) == np.dtype("uint32")
+
+
+def test_tokenizer_piece_cap_reaches_training(tmp_path, corpus_dir):
+    def longest_token(**kw) -> int:
+        out = tmp_path / f"ds{len(kw)}"
+        prepare_dataset(cfg(corpus_dir, **kw), out)
+        vocab = load_tokenizer(out / "tokenizer.json").get_vocab()
+        return max(len(t) for t in vocab if not t.startswith("<|"))
+
+    assert longest_token(tokenizer_max_piece_chars=2) == 2  # no merge can span a cut
+    assert longest_token() > 2
+    assert DataConfig().tokenizer_max_piece_chars == MAX_PIECE_CHARS

@@ -49,3 +49,24 @@ def test_atomic_dir_refuses_existing_without_overwrite(tmp_path):
     with atomic_dir(target, overwrite=True) as tmp:
         (tmp / "new").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_modes_match_plain_open_and_mkdir_without_touching_the_umask(tmp_path, monkeypatch, mask):
+    old = os.umask(mask)  # the test sets it; the code under test must only read it through the kernel
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "plain_dir").mkdir()
+
+        def no_umask(_mask):  # another thread's files would get mode 0o666/0o777 during a round trip
+            raise AssertionError("os.umask called")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        atomic_write_text(tmp_path / "atomic.txt", "x")
+        with atomic_dir(tmp_path / "atomic_dir"):
+            pass
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert _mode(tmp_path / "atomic.txt") == _mode(tmp_path / "plain.txt") == 0o666 & ~mask
+    assert _mode(tmp_path / "atomic_dir") == _mode(tmp_path / "plain_dir") == 0o777 & ~mask

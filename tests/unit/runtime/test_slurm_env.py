@@ -98,3 +98,4 @@ def test_launch_env_reads_slurm_and_torchrun_wins():
     torchrun = launch_env(step_env(RANK="5", WORLD_SIZE="16", LOCAL_RANK="1", MASTER_ADDR="gpu07"))
     assert (torchrun.rank, torchrun.world_size, torchrun.rendezvous) == (5, 16, "env://")
     assert launch_env({}) is None
+

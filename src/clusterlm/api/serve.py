@@ -9,6 +9,7 @@ from pathlib import Path
 from clusterlm.config import limits as L
 from clusterlm.config.limits import check_range
 from clusterlm.errors import UsageError
+from clusterlm.generate.loading import eos_id, load_for_generation
 
 MAX_BATCH = 4096  # sequences decoded together: the KV cache holds this many rows
 
@@ -44,7 +45,7 @@ def serve(checkpoint: str, *, host: str, port: int, device: str, max_new_tokens_
         raise UsageError(f"the API key (--api-key or ${API_KEY_ENV}) is empty; give a key, or none to disable it")
     check_can_listen(host, port)
 
-    from clusterlm.generate.loading import eos_id, load_for_generation
+    # Imported only now: the app imports FastAPI, the optional extra whose absence is reported above.
     from clusterlm.serve.app import create_app
 
     loaded = load_for_generation(checkpoint, device)
