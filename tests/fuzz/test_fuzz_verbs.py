@@ -67,6 +67,9 @@ CASES = [
     (["finetune", "sft", "{run}", "--data", "{root}/missing.jsonl", "--out", "{root}/ft"], "missing.jsonl"),
     (["finetune", "sft", "{run}", "--data", "{file}", "--out", "{root}/ft", "--device", "mps"], "mps"),
     (["finetune", "data", "nonsense", "--out", "{root}/ft"], "invalid choice"),
+    (["finetune", "sft", "{run}", "--data", "{file}", "--out", "{file}/ft"], "is a file, not a directory"),
+    (["finetune", "data", "qa", "--out", "{file}/ft"], "is a file, not a directory"),
+    (["eval-qa", "{run}", "--data", "{file}", "--predictions", "{file}/p.jsonl"], "is a file, not a directory"),
     # classify
     (["classify", "{run}", f"text{S}"], "lone surrogate"), (["classify", "{run}"], "at least one"),
     (["classify", "{run}", "x", "--data", "{file}"], "not both"), (["classify", "{run}", "--train", "{file}"], "--data"),

@@ -12,6 +12,7 @@ directory that looks finished (and an existing RUN is replaced only with `overwr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from clusterlm.errors import OutputExistsError
+from clusterlm.errors import OutputExistsError, UsageError
 from clusterlm.fsio import atomic_dir, atomic_write_json
 from clusterlm.finetune.loop import MetricsLog
 from clusterlm.finetune.store import save_run_checkpoint
@@ -47,9 +48,18 @@ class RunBuilder:
 
 
 def refuse_existing(out: str | Path | None, overwrite: bool) -> None:
-    """Checked before any work starts, so a run never ends by refusing to publish its result."""
-    if out is not None and Path(out).exists() and not overwrite:
+    """Checked before any work starts, so a run never ends by refusing to publish its result: an
+    existing `out` needs `overwrite`, and its nearest existing ancestor must be a writable directory."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    ancestor = next((p for p in out.absolute().parents if p.exists()), Path("/"))
+    if not ancestor.is_dir():
+        raise UsageError(f"{out}: {ancestor} is a file, not a directory; choose another output path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{out}: {ancestor} is not writable; choose another output path")
 
 
 @contextmanager
