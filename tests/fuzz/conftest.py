@@ -18,14 +18,9 @@ from clusterlm.cli.main import main
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Millisecond steps of tiny models are dominated by thread wake-ups on shared CI cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every test here on one intra-op thread (`tests/conftest.py`: tiny models on shared CI cores)."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

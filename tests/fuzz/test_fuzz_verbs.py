@@ -166,3 +166,17 @@ def test_the_server_refuses_bad_sampling_with_400s(ws):
             assert param in response.json()["error"]["message"] + str(response.json()["error"]["param"])
         ok = client.post("/v1/completions", json={"prompt": "def", "max_tokens": 2, "stream": True})
         assert ok.status_code == 200 and ok.text.rstrip().endswith("data: [DONE]")
+
+
+@pytest.mark.parametrize("verb", [["generate", "--prompt", "def"], ["eval"], ["export", "--out", "x.safetensors"]])
+def test_a_checkpoint_whose_model_cannot_fit_is_refused_before_allocation(ws, capfd, tmp_path, verb):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(ws / "gpt" / "checkpoints" / "step-0000004", ckpt)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["model"].update(d_model=131072, n_head=1, n_layer=4096)  # in range, but ~10 PB of weights
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    code, _, err = run_cli(capfd, verb[0], ckpt, *[a if a != "x.safetensors" else tmp_path / a for a in verb[1:]])
+    assert_one_error(code, err, "GiB", "free")
+    assert not (tmp_path / "x.safetensors").exists()

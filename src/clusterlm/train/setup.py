@@ -146,14 +146,22 @@ def load_init_weights(model: nn.Module, model_cfg: ModelConfig, source: str | Pa
     return found.path
 
 
-def check_model_fits(model_cfg: ModelConfig, shards: int, device: torch.device) -> None:
+def check_model_fits(model_cfg: ModelConfig, shards: int, process: Process) -> None:
     """Refuse a model whose fp32 weights, gradients and AdamW moments (16 bytes per parameter, split
-    over the ranks that shard them) exceed the device's free memory, before anything is allocated."""
+    over the ranks that shard them) exceed the device's free memory, before anything is allocated.
+    Every rank refuses if one does (alone, it would leave the others waiting in a collective)."""
     params, weight_bytes = model_bytes(model_cfg)
     need = (4 * weight_bytes) // max(1, shards)
-    require_memory(need, device, f"the model ({params:,} parameters; fp32 weights, gradients and AdamW state)",
-                   "choose a smaller model (model.d_model, model.n_layer, model.vocab_size) or shard it over "
-                   "more ranks (parallel.dp_shard, parallel.tp, parallel.pp)")
+    problem: ConfigError | None = None
+    try:
+        require_memory(need, process.device, f"the model ({params:,} parameters; fp32 weights, gradients and "
+                       "AdamW state)", "choose a smaller model (model.d_model, model.n_layer, model.vocab_size) "
+                       "or shard it over more ranks (parallel.dp_shard, parallel.tp, parallel.pp)")
+    except ConfigError as exc:
+        problem = exc
+    if process.collectives.reduce_max(1.0 if problem is not None else 0.0) > 0:
+        raise problem or ConfigError("another rank lacks the free memory for its part of the model; "
+                                     "choose a smaller model or shard it over more ranks")
 
 
 def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_cfg: ModelConfig,
@@ -172,7 +180,7 @@ def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_c
     precision = select_precision(tcfg.precision, process.device, process.collectives,
                                  fp16_ok=not (plan.fsdp or plan.tp > 1))
     split = plan.fsdp or plan.tp > 1 or plan.pp > 1
-    check_model_fits(model_cfg, plan.dp_shard * plan.tp * plan.pp, process.device)
+    check_model_fits(model_cfg, plan.dp_shard * plan.tp * plan.pp, process)
     torch.manual_seed(tcfg.seed)
     model = build_model(model_cfg, device="meta" if split else "cpu", seed=tcfg.seed)
     if init_from is not None and not split:
