@@ -75,15 +75,14 @@ def cache_path() -> Path:
     return cache_dir() / f"local-{key}.json"
 
 
-def measure() -> dict[str, dict]:
+def measure(quick: bool = False, disk_dir: str | Path | None = None, allreduce: bool = True) -> dict[str, dict]:
     """Probe this machine with all threads and with one (the two ways clusterlm trains on a CPU)."""
     # torch (through probe.py) is imported only when a probe runs: a cached `local` needs none.
     import torch
 
     from clusterlm.cluster.probe import probe
 
-    disk = cache_dir()
-    all_threads = probe("cpu", disk_dir=disk)
+    all_threads = probe("cpu", quick=quick, disk_dir=disk_dir or cache_dir(), allreduce=allreduce)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
