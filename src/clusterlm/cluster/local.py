@@ -101,7 +101,7 @@ def store(results: dict[str, dict]) -> Path:
     return path
 
 
-def cached(measure_fn: Callable[[], dict[str, dict]] = measure, refresh: bool = False) -> dict[str, Any]:
+def cached(measure_fn: Callable[[], dict[str, dict]] | None = None, refresh: bool = False) -> dict[str, Any]:
     """This machine's probe results, measured on first use (or `refresh`) and cached."""
     path = cache_path()
     if path.is_file() and not refresh:
@@ -112,7 +112,7 @@ def cached(measure_fn: Callable[[], dict[str, dict]] = measure, refresh: bool = 
         except (OSError, json.JSONDecodeError):
             pass  # a torn or foreign file: probe again
     sys.stderr.write(f"clusterlm: measuring this machine for --cluster local (once; cached in {path})\n")
-    store(measure_fn())
+    store((measure_fn or measure)())
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -143,7 +143,7 @@ def rank_result(data: dict[str, Any], ranks: int) -> ProbeResult:
                    allreduce_latency_s=whole.allreduce_latency_s * slow if whole.allreduce_latency_s else None)
 
 
-def local_spec(ranks: int = 1, measure_fn: Callable[[], dict[str, dict]] = measure) -> dict[str, Any]:
+def local_spec(ranks: int = 1, measure_fn: Callable[[], dict[str, dict]] | None = None) -> dict[str, Any]:
     """A cluster spec (plain dict) for `ranks` training processes on this machine."""
     if ranks < 1:
         raise ConfigError(f"--gpus must be ≥ 1, got {ranks}")
