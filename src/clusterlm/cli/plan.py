@@ -87,8 +87,9 @@ def _stack_arguments(group) -> None:
     group.add_argument("--elementwise", choices=["fused", "eager"], default="fused",
                        help="norm/activation/RoPE kernels: fused (Megatron, TE, compile) or eager PyTorch")
     group.add_argument("--tp-overlap", action="store_true", help="hide backward TP collectives behind GEMMs")
-    group.add_argument("--dp-overlap", action=argparse.BooleanOptionalAction, default=True,
-                       help="overlap gradient sync and ZeRO weight gathers with compute (default on)")
+    group.add_argument("--dp-overlap", action=argparse.BooleanOptionalAction, default=None,
+                       help="overlap gradient sync and ZeRO weight gathers with compute (default: on; off on "
+                            "CPUs, where gloo runs the collectives on the cores that compute)")
     group.add_argument("--grad-accum-fusion", action=argparse.BooleanOptionalAction, default=True,
                        help="weight-gradient GEMMs accumulate in place (Megatron-LM since late 2021; default on)")
 

@@ -56,7 +56,7 @@ class PlanRequest:
     attention: str = "flash"
     elementwise: str = "fused"
     tp_overlap: bool = False
-    dp_overlap: bool = True
+    dp_overlap: bool | None = None  # None: on for accelerators, off on CPUs
     grad_accum_fusion: bool = True
     batch_rounding: str = "nearest"
     batch_rampup: str | None = None
@@ -199,7 +199,9 @@ def resolve(req: PlanRequest, search: bool = False) -> Resolved:
         dp_shard=req.dp_shard if req.dp_shard is not None else defaults.get("dp_shard"),
         precision=precision, grad_dtype=req.grad_dtype, fp8=req.fp8, attention=req.attention,
         elementwise=req.elementwise,
-        tp_overlap=req.tp_overlap, dp_overlap=req.dp_overlap, grad_accum_fusion=req.grad_accum_fusion)
+        tp_overlap=req.tp_overlap, grad_accum_fusion=req.grad_accum_fusion,
+        # gloo on CPUs runs collectives on the cores that compute: nothing hides behind compute.
+        dp_overlap=req.dp_overlap if req.dp_overlap is not None else cluster.acc.kind != "cpu")
     return Resolved(workload=workload, cluster=cluster, execution=execution, base_run=base_run)
 
 
@@ -209,7 +211,7 @@ _FLAG_ORDER = ("model", "cluster", "gpus", "batch", "seq", "tokens", "steps", "p
                "sequence_parallel", "zero", "dp_shard", "precision", "grad_dtype", "fp8", "attention", "elementwise",
                "tp_overlap", "dp_overlap", "grad_accum_fusion", "batch_rounding", "batch_rampup", "vocab")
 _DEFAULTS = PlanRequest()
-_NEGATABLE = ("dp_overlap", "grad_accum_fusion")  # BooleanOptionalAction flags, default on
+_NEGATABLE = ("dp_overlap", "grad_accum_fusion")  # BooleanOptionalAction flags
 
 
 def to_argv(req: PlanRequest) -> list[str]:
