@@ -159,7 +159,7 @@ def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_c
     plan = parallel_plan(cfg.model_copy(update={"model": model_cfg}), process.world_size)
     layout = make_layout(plan, process.rank, process.world_size, process.device.type)
     precision = select_precision(tcfg.precision, process.device, process.collectives,
-                                 fp16_ok=not (plan.fsdp or plan.tp > 1))
+                                 fp16_ok=not (plan.fsdp or plan.tp > 1 or plan.pp > 1))
     split = plan.fsdp or plan.tp > 1 or plan.pp > 1
     torch.manual_seed(tcfg.seed)
     model = build_model(model_cfg, device="meta" if split else "cpu", seed=tcfg.seed)
