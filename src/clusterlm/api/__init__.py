@@ -10,5 +10,8 @@ arguments and prints what they return. One module per verb (or family of verbs):
     export.export           a checkpoint → one safetensors file or a Hugging Face dir
     quickstart.quickstart   prepare → train → eval → generate on the default corpus
     finetune.*              classification heads, SFT/LoRA, their evaluations and data builders
-    plan, launch, jobs      the planner, launch scripts and Slurm submission
+    plan.plan               estimate a layout or search the executable ones; emit a config that trains
+    launch.prepare          check a run config for a job (layout validator, memory fit) before anything starts
+    jobs.jobs / jobs.job    Slurm jobs, one job's state and log tail
+    cluster.show / probe    a cluster spec's numbers; measure this machine (and refresh `--cluster local`)
 """

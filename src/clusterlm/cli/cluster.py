@@ -4,15 +4,18 @@
       Tables per accelerator, per node and for the whole cluster (FLOP/s by precision, memory,
       bandwidths, power, storage, price) and a topology diagram (nodes, accelerators, NVLink
       domain, network, storage). SPEC is a preset (dgx-a100-superpod, dgx-h100,
-      tpu-v4-pod-slice, local) or a cluster YAML.
+      tpu-v4-pod-slice, …), a cluster YAML, or `local`: this machine, probed on first use and
+      cached per machine; `--gpus N` on `local` means N CPU training processes on it.
 
   clusterlm cluster probe [--out spec.yaml] [--quick]
       Measure this machine — matmul FLOP/s (fp32, bf16) and a GEMM size/efficiency table,
       fused-attention FLOP/s, memory bandwidth and how fast element-wise kernels run against it,
       disk write/read, loopback all-reduce latency and bandwidth between 2 gloo processes, the
       training process's baseline memory — and write a cluster spec that `clusterlm plan
-      --cluster` accepts. Timings are medians: on a shared machine they describe it under the
-      load of the moment (the load average is recorded).
+      --cluster` accepts (--out). Without --out, on the CPU, it also measures one thread and
+      replaces the cached description `--cluster local` uses (probed on first use otherwise).
+      Timings are medians: on a shared machine they describe it under the load of the moment
+      (the load average is recorded).
 """
 
 from __future__ import annotations
@@ -52,11 +55,11 @@ def _show(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from clusterlm.api.cluster import show
     from clusterlm.cluster.report import cluster_tables, topology_diagram
-    from clusterlm.cluster.spec import load_cluster
     from clusterlm.errors import OutputExistsError
 
-    cluster = load_cluster(args.spec, args.gpus)
+    cluster = show(args.spec, args.gpus)
     slug = Path(args.spec).stem if Path(args.spec).suffix else args.spec
     diagram = None if args.no_diagram or args.json else Path(args.diagram or f"{slug}-topology.png")
     if diagram is not None and diagram.exists() and not args.overwrite:
@@ -79,22 +82,11 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    import yaml
+    from clusterlm.api.cluster import probe
 
-    from clusterlm.cluster.probe import probe, probe_spec
-    from clusterlm.cluster.spec import ClusterSpec
-    from clusterlm.config.base import validate
-    from clusterlm.errors import OutputExistsError
-    from clusterlm.fsio import atomic_write_text
-    from clusterlm.runtime.device import resolve_device
-
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.out} exists; pass --overwrite to replace it")
-    device = str(resolve_device(args.device, option="--device"))  # a device this machine has
-    res = probe(device, quick=args.quick, disk_dir=None if args.no_disk else args.disk_dir,
-                allreduce=not args.no_allreduce)
-    spec = probe_spec(res, name=args.name)
-    validate(ClusterSpec, spec)  # the file we write must load
+    probed = probe(args.device, quick=args.quick, disk_dir=None if args.no_disk else args.disk_dir,
+                   allreduce=not args.no_allreduce, name=args.name, out=args.out, overwrite=args.overwrite)
+    res = probed.result
     lines = [
         f"device            {res.device_name} ({res.threads} threads)",
         f"matmul fp32       {res.matmul_flops['fp32'] / 1e9:,.1f} GFLOP/s",
@@ -118,8 +110,8 @@ def _probe(args: argparse.Namespace) -> int:
         lines.append(f"note: load average {res.load_average:.1f} on {res.cpu_cores} cores — other processes "
                      "share this machine; the numbers describe it under that load")
     print("\n".join(lines))
-    if args.out:
-        header = "# Written by `clusterlm cluster probe`: measured numbers of this machine.\n"
-        atomic_write_text(args.out, header + yaml.safe_dump(spec, sort_keys=False))
-        print(f"wrote {args.out}")
+    if probed.written:
+        print(f"wrote {probed.written}")
+    if probed.cached:
+        print(f"updated the cached description `--cluster local` uses: {probed.cached}")
     return 0

@@ -25,10 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterlm.distributed.slurm_client import job_info, list_jobs, log_tail
+    from clusterlm.api import jobs as api
 
     if args.job_id is None:
-        jobs = list_jobs(all_users=args.all)
+        jobs = api.jobs(all_users=args.all)
         if args.json:
             print(json.dumps([asdict(j) for j in jobs], indent=2))
             return 0
@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
         if not jobs:
             print("(no pending or running jobs)")
         return 0
-    job = job_info(args.job_id)
-    tail = log_tail(job.stdout, args.lines) if job.stdout else []
+    report = api.job(args.job_id, args.lines)
     if args.json:
-        print(json.dumps({**asdict(job), "log_tail": tail}, indent=2))
+        print(json.dumps(report.as_dict(), indent=2))
         return 0
+    job, tail = report.job, report.log_tail
     state = job.state + (f" ({job.reason})" if job.reason else "")
     print(f"job          {job.job_id}  {job.name}")
     print(f"state        {state}" + (f", requeued {job.restarts}×" if job.restarts else ""))

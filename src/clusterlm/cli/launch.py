@@ -18,9 +18,15 @@
   --run executes instead of printing: the torchrun command(s) on this machine (several nodes
       become local agents on 127.0.0.1), or with --slurm, a checked submission (`bash` when Slurm
       is absent).
+  --dry-run checks and prints only. Every way of launching first checks the config's layout for
+      nodes × gpus-per-node processes with the validator `clusterlm train` runs (degrees, tp
+      against heads/FFN/sequence, pipeline split and schedule, fp16 with FSDP/TP/PP) and, when a
+      cluster spec is known (--cluster, or the plan.json of `clusterlm plan --emit`), that the
+      planner's per-rank memory estimate fits; nothing starts when a check fails.
 
 Examples:
   clusterlm launch --nodes 2 --gpus-per-node 8 run.yaml parallel.tp=8
+  clusterlm launch --dry-run --nodes 2048 --gpus-per-node 8 plans/405b/config.yaml
   clusterlm launch --slurm --submit --nodes 4 --gpus-per-node 8 --partition gpu --time 2-00:00:00 run.yaml
   clusterlm launch --slurm --submit --cpu --launcher srun --gpus-per-node 2 --time 00:30:00 run.yaml
 """
@@ -28,13 +34,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
-from clusterlm.cli.common import add_config_args, load_config_from_args, split_config_args
+from clusterlm.cli.common import add_config_args, split_config_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slurm-config", metavar="YAML", help="Slurm job options file; flags override it")
     parser.add_argument("--out", help="sbatch script path (default <job-name>.sbatch)")
     parser.add_argument("--run", action="store_true", help="execute instead of printing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run every check (layout, memory fit, Slurm time budget; with --submit also the "
+                             "partition) and print what would run; start, write and submit nothing")
+    parser.add_argument("--cluster", metavar="SPEC",
+                        help="check the layout's per-rank memory against this cluster spec (preset, YAML or "
+                             "'local'; default: the plan.json `clusterlm plan --emit` wrote beside CONFIG)")
     parser.add_argument("--rdzv-host", default="127.0.0.1", help="rendezvous host for multi-node torchrun")
     parser.add_argument("--port", type=int, default=29500, help="rendezvous port (default 29500)")
     parser.add_argument("--max-restarts", type=int, default=0, help="torchrun elastic restarts (default 0)")
@@ -70,94 +78,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser, required=True)
 
 
-def _spec(args: argparse.Namespace):
-    from clusterlm.distributed.launch import LaunchSpec
-    from clusterlm.distributed.slurm_submit import resolve_options
+def run(args: argparse.Namespace) -> int:
+    from clusterlm.api import launch as api
+    from clusterlm.distributed.launch import shell_join
 
-    path, overrides = split_config_args(args.config_and_overrides)
-    if path is None:
+    if args.dry_run and (args.run or args.submit):
         from clusterlm.errors import UsageError
 
-        raise UsageError("CONFIG (a run config YAML) is required")
-    cfg = load_config_from_args(args)  # fail now, not on N nodes later
-    names = ("job_name", "nodes", "gpus_per_node", "cpu", "time", "partition", "account", "qos", "cpus_per_task",
-             "mem", "launcher", "signal_lead_s", "requeue")
-    opts = resolve_options(args.slurm_config, {name: getattr(args, name) for name in names})
-    nodes, gpn, job_name = opts.get("nodes", 1), opts.get("gpus_per_node", 1), opts.get("job_name", "clusterlm")
-    world = nodes * gpn
-    par = cfg.parallel
-    if par.dp_shard != -1:
-        product = par.dp_replicate * par.dp_shard * par.tp * par.pp
-        if product != world:
-            from clusterlm.errors import ConfigError
-
-            raise ConfigError(f"parallel degrees multiply to {product} (dp_replicate·dp_shard·tp·pp) but "
-                              f"--nodes × --gpus-per-node = {world}; set parallel.dp_shard=-1 or change the degrees")
-    spec = LaunchSpec(config=path, nodes=nodes, gpus_per_node=gpn, overrides=tuple(overrides),
-                      rdzv_host=args.rdzv_host, rdzv_port=args.port, rdzv_id=job_name,
-                      max_restarts=args.max_restarts, job_name=job_name, time_limit=opts.get("time", "24:00:00"),
-                      partition=opts.get("partition"), account=opts.get("account"), qos=opts.get("qos"),
-                      cpus_per_task=opts.get("cpus_per_task"), mem=opts.get("mem"),
-                      use_gpus=not opts.get("cpu", False), launcher=opts.get("launcher", "torchrun"),
-                      signal_lead_s=opts.get("signal_lead_s", 120), requeue=opts.get("requeue", True),
-                      python=sys.executable, torchrun=_torchrun())
-    return spec, cfg
-
-
-def _torchrun() -> str:
-    local = Path(sys.executable).with_name("torchrun")
-    return str(local) if local.exists() else (shutil.which("torchrun") or "torchrun")
-
-
-def _slurm(args: argparse.Namespace, spec, cfg) -> int:
-    from clusterlm.distributed.slurm_submit import measured_step_time_s, write_job
-    from clusterlm.train.metrics import METRICS_FILE, read_metrics
-
-    step_time_s, source = args.step_time_s, "--step-time-s"
-    if step_time_s is None:  # a run that already trained: its own step time
-        records = read_metrics(Path(cfg.train.out_dir) / METRICS_FILE)
-        step_time_s, source = measured_step_time_s(records), f"measured in {cfg.train.out_dir}"
-    submit = args.submit or (args.run and shutil.which("sbatch") is not None)
-    out = Path(args.out or f"{spec.job_name}.sbatch")
-    job = write_job(spec, out, ckpt_every=cfg.train.ckpt_every, step_time_s=step_time_s, step_time_source=source,
-                    overwrite=args.overwrite, submit=submit)
-    shape = f"{spec.nodes} node(s) × {spec.gpus_per_node}, {spec.launcher}, time limit {spec.time_limit}"
-    if job.job_id is None:
-        print(f"wrote {out} ({shape})")
-        if args.run:  # no Slurm here: the script's loopback branch runs the nodes on this machine
-            return subprocess.call(["bash", str(out)], env={**os.environ, "TORCHRUN": _torchrun()})
-        return 0
-    sys.stderr.write(f"wrote {out} ({shape}); submitted; follow it with: clusterlm jobs {job.job_id}\n")
-    print(job.job_id)
-    return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    from clusterlm.distributed.launch import shell_join, torchrun_commands
-
-    spec, cfg = _spec(args)
-    if args.slurm:
-        return _slurm(args, spec, cfg)
-    if args.submit:
+        raise UsageError("--dry-run only checks and prints; drop --run / --submit, or drop --dry-run")
+    if args.submit and not args.slurm:
         from clusterlm.errors import UsageError
 
         raise UsageError("--submit needs --slurm (it submits the batch script)")
-    commands = torchrun_commands(spec)
-    if not args.run:
-        if spec.nodes == 1:
-            print(shell_join(commands[0]))
-        else:
-            print(f"# run on each of the {spec.nodes} nodes (c10d assigns node ranks):")
-            print(shell_join(commands[0]))
+    path, overrides = split_config_args(args.config_and_overrides)
+    launch = api.prepare(path, overrides, flags={name: getattr(args, name) for name in api.OPTION_NAMES},
+                         slurm_config=args.slurm_config, cluster=args.cluster, rdzv_host=args.rdzv_host,
+                         rdzv_port=args.port, max_restarts=args.max_restarts)
+    if args.dry_run:
+        _print_checks(launch)
+    if args.slurm:
+        return _slurm(args, api, launch)
+    commands = api.commands(launch)
+    if args.run:
+        return api.run_local(launch)
+    if launch.spec.nodes > 1:
+        print(f"# run on each of the {launch.spec.nodes} nodes (c10d assigns node ranks):")
+    print(shell_join(commands[0]))
+    return 0
+
+
+def _print_checks(launch) -> None:
+    """What --dry-run checked, on stderr (stdout keeps the commands or script alone)."""
+    spec = launch.spec
+    lines = [f"checked: {launch.plan.describe()} on {spec.world_size} processes ({spec.nodes} node(s) × "
+             f"{spec.gpus_per_node}), {launch.plan.micro_batch} sequences per micro-batch × {launch.plan.grad_accum} "
+             f"micro-batches × {launch.plan.dp} data-parallel ranks = {launch.plan.global_batch()} per step"]
+    if launch.memory is not None:
+        lines.append(f"memory: {launch.memory.describe()}: fits")
+    else:
+        lines.append("memory: not checked (no cluster spec: pass --cluster SPEC)")
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def _slurm(args: argparse.Namespace, api, launch) -> int:
+    result = api.slurm(launch, out=args.out, submit=args.submit, run=args.run, step_time_s=args.step_time_s,
+                       overwrite=args.overwrite, dry_run=args.dry_run)
+    spec = launch.spec
+    shape = f"{spec.nodes} node(s) × {spec.gpus_per_node}, {spec.launcher}, time limit {spec.time_limit}"
+    if result.job is None:  # dry run: the script that would be written
+        sys.stderr.write(f"would write {result.script} ({shape})\n")
+        print(result.text, end="")
         return 0
-    commands = [[_torchrun(), *cmd[1:]] for cmd in commands]
-    procs = [subprocess.Popen(cmd) for cmd in commands]  # several nodes → local agents on 127.0.0.1
-    status = 0
-    try:
-        for proc in procs:
-            status = proc.wait() or status
-    except KeyboardInterrupt:
-        for proc in procs:
-            proc.terminate()
-        raise
-    return status
+    if result.job.job_id is None:
+        print(f"wrote {result.script} ({shape})")
+        return result.status
+    sys.stderr.write(f"wrote {result.script} ({shape}); submitted; follow it with: clusterlm jobs {result.job.job_id}\n")
+    print(result.job.job_id)
+    return 0

@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-from pathlib import Path
 
 from clusterlm.cli.common import positive_int
-from clusterlm.errors import OutputExistsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,75 +87,54 @@ def _stack_arguments(group) -> None:
     group.add_argument("--elementwise", choices=["fused", "eager"], default="fused",
                        help="norm/activation/RoPE kernels: fused (Megatron, TE, compile) or eager PyTorch")
     group.add_argument("--tp-overlap", action="store_true", help="hide backward TP collectives behind GEMMs")
-    group.add_argument("--dp-overlap", action=argparse.BooleanOptionalAction, default=True,
-                       help="overlap gradient sync and ZeRO weight gathers with compute (default on)")
+    group.add_argument("--dp-overlap", action=argparse.BooleanOptionalAction, default=None,
+                       help="overlap gradient sync and ZeRO weight gathers with compute (default: on; off on "
+                            "CPUs, where gloo runs the collectives on the cores that compute)")
     group.add_argument("--grad-accum-fusion", action=argparse.BooleanOptionalAction, default=True,
                        help="weight-gradient GEMMs accumulate in place (Megatron-LM since late 2021; default on)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from clusterlm.api import plan as api
+
     if args.validate:
-        return _validate(args)
-    from clusterlm.cluster import planner, request, validation
-    from clusterlm.cluster.estimator import estimate
+        return _validate(args, api)
+    from clusterlm.cluster.request import from_namespace
 
-    resolved = request.resolve(request.from_namespace(args), search=args.search)
-    workload, cluster = resolved.workload, resolved.cluster
-    if args.search:
-        result = planner.search(workload, cluster, resolved.execution, top=max(1, args.top))
-        best = result.ranked[0] if result.ranked else None
-        shown = result.ranked or ([result.closest] if result.closest else [])
-    else:
-        best = estimate(workload, cluster, resolved.execution)
-        shown = [best]
-        result = None
-    bands = validation.bands()
-    chart = args.chart or (str(Path(args.emit) / "plan.png") if args.emit else None)
-    if args.search and chart is None:
-        chart = "plan.png"
-    if args.emit and best is not None:
-        emit(best, args.emit, resolved.base_run, overwrite=args.overwrite)
-    if chart and shown:
-        from clusterlm.cluster.report import plan_chart
-
-        plan_chart(shown, chart, bands)
+    result = api.plan(from_namespace(args), search=args.search, top=args.top, chart=args.chart, emit=args.emit,
+                      overwrite=args.overwrite)
     if args.json:
-        payload = planner.to_json(best if best is not None else shown[0], bands)
-        if result is not None:
-            payload["search"] = {"evaluated": result.evaluated, "fitting": result.fitting,
-                                 "ranked": [planner.to_json(e, bands) for e in result.ranked]}
-        print(json.dumps(payload, indent=2, default=_json_default))
-        return 0 if best is not None and best.fits else 1
-    _print_plan(args, workload, cluster, best, shown, result, chart, bands)
-    return 0 if best is not None and best.fits else 1
+        print(json.dumps(api.to_json(result), indent=2, default=api.json_default))
+    else:
+        _print_plan(args, result)
+    return 0 if result.fits else 1
 
 
-def _json_default(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    raise TypeError(type(obj).__name__)
-
-
-def _print_plan(args, workload, cluster, best, shown, result, chart, bands) -> None:
+def _print_plan(args, result) -> None:
     from rich.console import Console
 
-    from clusterlm.cluster.report import plan_tables, search_table
+    from clusterlm.cluster.report import not_executable_table, plan_tables, search_table
     from clusterlm.model.flops import param_count
 
     console = Console()
+    workload, cluster, bands, s = result.workload, result.cluster, result.bands, result.search
     cfg = workload.model
     console.print(f"[bold]{cfg.preset or 'model'}[/bold]: {param_count(cfg) / 1e9:,.2f} B parameters, "
                   f"seq {workload.seq_len}, global batch {workload.global_batch} on {cluster.name}: "
                   f"{cluster.num_gpus} × {cluster.acc.display}")
-    if result is not None:
-        title = (f"top layouts ({result.fitting} of {result.evaluated} evaluated fit in memory)"
-                 if result.ranked else f"no layout fits ({result.evaluated} evaluated); closest:")
-        console.print(search_table(shown, title))
+    if s is not None:
+        title = (f"top layouts clusterlm runs ({s.fitting} of {s.evaluated} evaluated fit in memory and are "
+                 "executable)" if s.ranked else f"no executable layout fits ({s.evaluated} evaluated); closest:")
+        console.print(search_table(result.shown, title))
+        if s.not_executable:
+            console.print(not_executable_table(s.not_executable, f"not executable by clusterlm ({s.not_executable_fitting} "
+                                                                  "fit in memory; fastest shown)"))
+    best = result.best or (result.shown[0] if result.shown else None)
     if best is None:
-        best = shown[0] if shown else None
-        if best is None:
-            return
+        return
     console.print(f"[bold]plan[/bold]: {best.execution.describe()}, precision {best.execution.precision}")
+    if result.reason is not None:
+        console.print(f"[yellow]not executable by clusterlm: {result.reason}[/yellow]")
     if best.global_batch != workload.global_batch:
         console.print(f"[yellow]batch {workload.global_batch} is not a multiple of d·b = "
                       f"{best.execution.dp * best.execution.micro_batch}: {best.micro_batches} micro-batches per "
@@ -171,84 +147,20 @@ def _print_plan(args, workload, cluster, best, shown, result, chart, bands) -> N
         console.print(f"[red]does not fit: {best.memory.total / 2**30:,.1f} GiB needed, "
                       f"{best.memory.capacity / 2**30:,.0f} GiB per accelerator[/red]; try --recompute full, "
                       "--zero 3, more pipeline stages, a smaller --micro-batch, or --search")
-    if chart:
-        console.print(f"chart: {chart}")
-    if args.emit:
-        console.print(f"emitted config and launch scripts: {args.emit}")
+    if result.chart:
+        console.print(f"chart: {result.chart}")
+    if result.emitted:
+        console.print(f"emitted config and launch scripts: {result.emitted}")
 
 
-def run_config_from_plan(est, base_run=None) -> dict:
-    """A `RunConfig` (as a dict) that trains the planned model with the planned layout."""
-    from clusterlm.cluster.totals import run_totals
-    from clusterlm.config.base import validate
-    from clusterlm.config.run import RunConfig
-
-    e, wl = est.execution, est.workload
-    data = base_run.model_dump(mode="json") if base_run is not None else {}
-    run_steps = run_totals(est).steps
-    steps = math.ceil(run_steps) if run_steps is not None else data.get("train", {}).get("max_steps", 1000)
-    train = dict(data.get("train", {}))
-    train.update({"seq_len": wl.seq_len, "micro_batch": e.micro_batch, "batch_size": est.global_batch,
-                  "max_steps": int(steps), "precision": e.precision,
-                  # The trainer recomputes whole blocks; selective recompute maps to none (with fused
-                  # attention it stores the same tensors).
-                  "activation_checkpointing": e.recompute == "full"})
-    train.pop("grad_accum", None)
-    if train.get("warmup_steps", 50) >= train["max_steps"]:
-        train["warmup_steps"] = max(0, train["max_steps"] // 10)
-    shard = e.dp_shard or e.dp if e.zero >= 1 else 1
-    parallel = {"tp": e.tp, "pp": e.pp, "dp_shard": shard, "dp_replicate": e.dp // shard}
-    out = {**data, "model": wl.model.model_dump(mode="json", exclude_none=True), "train": train, "parallel": parallel}
-    validate(RunConfig, out)  # what we write must load
-    return out
-
-
-def emit(est, directory: str, base_run=None, overwrite: bool = False) -> Path:
-    """Write config.yaml, plan.json, launch.sh (torchrun) and job.sbatch (Slurm) into `directory`."""
-    import yaml
-
-    from clusterlm.cluster.planner import to_json
-    from clusterlm.distributed.launch import LaunchSpec, sbatch_script, shell_join, torchrun_commands
-    from clusterlm.fsio import atomic_dir
-
-    out = Path(directory)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    cfg = run_config_from_plan(est, base_run)
-    n = est.num_gpus
-    gpn = min(est.cluster.gpus_per_node, n)
-    nodes = math.ceil(n / gpn)
-    days = (est.step_time_s * cfg["train"]["max_steps"]) / 86400
-    hours = min(max(1, math.ceil(days * 24 * 1.2)), 24 * 14)  # 20 % margin, capped at two weeks
-    time_limit = f"{hours // 24}-{hours % 24:02d}:00:00" if hours >= 24 else f"{hours:02d}:00:00"
-    spec = LaunchSpec(config="config.yaml", nodes=nodes, gpus_per_node=gpn, time_limit=time_limit,
-                      use_gpus=est.cluster.acc.kind == "gpu", job_name="clusterlm-plan")
-    cmds = torchrun_commands(spec)
-    launch = ["#!/bin/bash", "# Run on every node (identical command; c10d assigns node ranks).",
-              "# Set the rendezvous endpoint to the first node's address before running.", "set -euo pipefail",
-              'cd "$(dirname "$0")"', shell_join(cmds[0]), ""]
-    with atomic_dir(out, overwrite=True) as tmp:
-        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        (tmp / "plan.json").write_text(json.dumps(to_json(est), indent=2, default=_json_default) + "\n",
-                                       encoding="utf-8")
-        (tmp / "launch.sh").write_text("\n".join(launch), encoding="utf-8")
-        (tmp / "job.sbatch").write_text(sbatch_script(spec), encoding="utf-8")
-        for script in ("launch.sh", "job.sbatch"):
-            (tmp / script).chmod(0o755)
-    return out
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from clusterlm.cluster import validation
-
-    rows = validation.rows()
+def _validate(args: argparse.Namespace, api) -> int:
     if args.json:
-        print(json.dumps({"summary": validation.summary(), "bands": validation.bands(),
-                          "rows": [validation.row_json(r) for r in rows]}, indent=2))
+        print(json.dumps(api.validation_json(), indent=2))
         return 0
     from rich.console import Console
 
+    from clusterlm.cluster import validation
     from clusterlm.cluster.report import validation_report
 
-    validation_report(Console(), rows)
+    validation_report(Console(), validation.rows())
     return 0

@@ -307,7 +307,8 @@ def _dp_time(e: Execution, m: int, params_dev: float, state: StateBytes, elem: i
         gathers = 3 if e.recompute == "full" else 2
         gather = gathers * m * coll(comms.ALL_GATHER, weight_bytes, pieces_per_mb, shard)
         window = m * (windows["fwd"] + windows["last_bwd"])
-        total += comms.overlapped(gather, window, shard) + gather / (pieces_per_mb * m * gathers)
+        total += comms.overlapped(gather, window, shard) + gather / (pieces_per_mb * m * gathers) \
+            if e.dp_overlap else gather
     return total
 
 

@@ -2,7 +2,10 @@
 
 `search(workload, cluster)` enumerates every valid (t, p, d, micro-batch, interleave,
 recompute, ZeRO) combination, estimates each with `estimator.estimate`, drops those that do not
-fit in accelerator memory and ranks the rest by throughput. Tensor parallelism stays inside a
+fit in accelerator memory and ranks the rest by throughput. Only layouts clusterlm's trainer
+runs are ranked (`executable.py`); the fastest others that fit are returned apart, each with
+the reason the trainer cannot run it (ZeRO-1, selective recompute, a layout its validator
+refuses, …), so a plan never recommends what `clusterlm train` would refuse. Tensor parallelism stays inside a
 node (powers of two up to the node size) with sequence parallelism on; pipeline degrees are the
 divisors of the layer count (even splits) and of the layer count + 2 (balanced splits: embedding
 and loss as one layer each); data parallelism takes the remaining accelerators. Each estimate is
@@ -13,9 +16,10 @@ second.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from clusterlm.cluster.estimator import Estimate, Execution, Workload, estimate
+from clusterlm.cluster.executable import not_executable
 from clusterlm.cluster.memory import GIB, RECOMPUTE_MODES
 from clusterlm.cluster.spec import Cluster
 from clusterlm.cluster.totals import run_totals
@@ -28,10 +32,13 @@ MAX_INTERLEAVE = 4
 
 @dataclass(frozen=True)
 class SearchResult:
-    ranked: list[Estimate]  # fitting layouts, fastest first
+    ranked: list[Estimate]  # fitting layouts the trainer runs, fastest first
     evaluated: int
-    fitting: int
-    closest: Estimate | None  # smallest-memory layout when nothing fits
+    fitting: int  # of which fit in memory and are executable by clusterlm
+    closest: Estimate | None  # smallest-memory executable layout when no executable one fits
+    # Fitting layouts clusterlm's trainer cannot run, fastest first, with the reason.
+    not_executable: list[tuple[Estimate, str]] = field(default_factory=list)
+    not_executable_fitting: int = 0
 
 
 def _divisors(n: int) -> list[int]:
@@ -67,7 +74,7 @@ def candidate_layouts(workload: Workload, cluster: Cluster, base: Execution) -> 
 
 
 def search(workload: Workload, cluster: Cluster, base: Execution | None = None, top: int = 5) -> SearchResult:
-    """Rank every valid layout that fits by tokens/s (ties: less memory)."""
+    """Rank every valid layout that fits and that clusterlm runs by tokens/s (ties: less memory)."""
     base = base or Execution()
     layouts = candidate_layouts(workload, cluster, base)
     if not layouts:
@@ -76,16 +83,25 @@ def search(workload: Workload, cluster: Cluster, base: Execution | None = None, 
             f"({workload.global_batch}) must be divisible by the data-parallel degree and the layers "
             f"({workload.model.n_layer}) by the pipeline degree; try another --gpus or --batch")
     fitting: list[Estimate] = []
+    others: list[tuple[Estimate, str]] = []
     closest: Estimate | None = None
     for ex in layouts:
+        reason = not_executable(workload, ex)
         est = estimate(workload, cluster, ex)
-        if est.fits:
+        if est.fits and reason is None:
             fitting.append(est)
-        elif closest is None or est.memory.total < closest.memory.total:
+        elif est.fits:
+            others.append((est, reason))
+        elif reason is None and (closest is None or est.memory.total < closest.memory.total):
             closest = est
-    fitting.sort(key=lambda e: (-e.tokens_per_s, e.memory.total))
+    def speed(e: Estimate) -> tuple[float, float]:
+        return -e.tokens_per_s, e.memory.total
+
+    fitting.sort(key=speed)
+    others.sort(key=lambda pair: speed(pair[0]))
     return SearchResult(ranked=fitting[:top], evaluated=len(layouts), fitting=len(fitting),
-                        closest=None if fitting else closest)
+                        closest=None if fitting else closest, not_executable=others[:top],
+                        not_executable_fitting=len(others))
 
 
 def to_json(est: Estimate, bands: dict[str, float] | None = None) -> dict:

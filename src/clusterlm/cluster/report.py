@@ -137,6 +137,17 @@ def search_table(ranked: list[Estimate], title: str) -> Table:
     return table
 
 
+def not_executable_table(pairs: list[tuple[Estimate, str]], title: str) -> Table:
+    """Layouts that fit but that clusterlm's trainer cannot run, with the reason."""
+    table = Table(title=title)
+    for col in ("layout", "step s", "tokens/s", "mem GiB", "why not"):
+        table.add_column(col, justify="left" if col in ("layout", "why not") else "right")
+    for est, reason in pairs:
+        table.add_row(est.execution.describe(), f"{est.step_time_s:.3g}", f"{est.tokens_per_s:,.0f}",
+                      f"{est.memory.total / GIB:,.1f}", reason)
+    return table
+
+
 def _fits(row: Row) -> str:
     """Whether the run's layout is predicted to fit (meaningful for runs that ran, not memory rows)."""
     return "—" if row.run.kind == "memory" else ("yes" if row.fits else "no")

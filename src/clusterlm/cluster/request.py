@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterlm.config.pipeline import parse_stage_layers
+from clusterlm.cluster.executable import defaults_from_run_config
 from clusterlm.cluster.spec import Cluster, load_cluster
 from clusterlm.cluster.workload import Execution, Workload
 from clusterlm.config.base import apply_overrides, load_yaml, validate
@@ -55,7 +56,7 @@ class PlanRequest:
     attention: str = "flash"
     elementwise: str = "fused"
     tp_overlap: bool = False
-    dp_overlap: bool = True
+    dp_overlap: bool | None = None  # None: on for accelerators, off on CPUs
     grad_accum_fusion: bool = True
     batch_rounding: str = "nearest"
     batch_rampup: str | None = None
@@ -149,7 +150,7 @@ def resolve_model(text: str | None, vocab: int | None, overrides: tuple[str, ...
                 model_data = base_run.model.model_dump(exclude_none=True)
                 if base_run.model.vocab_size is None and vocab is None:
                     vocab = base_run.data.vocab_size  # the tokenizer `prepare` trains has this size
-                defaults = run_config_defaults(base_run)
+                defaults = defaults_from_run_config(base_run)
             else:
                 model_data = data
         else:
@@ -161,20 +162,6 @@ def resolve_model(text: str | None, vocab: int | None, overrides: tuple[str, ...
     if model.vocab_size is None:
         raise ConfigError(f"model '{text or 'from overrides'}' has no vocab_size; pass --vocab N")
     return model, defaults, base_run
-
-
-def run_config_defaults(run_cfg: RunConfig) -> dict:
-    """The plan settings a training config implies (its train.* and parallel.* sections)."""
-    tr, par = run_cfg.train, run_cfg.parallel
-    hsdp = par.dp_replicate > 1 and par.dp_shard > 1
-    return {"seq_len": tr.seq_len, "micro_batch": tr.micro_batch, "batch": tr.batch_size,
-            "batch_per_replica": tr.micro_batch * tr.grad_accum,
-            "recompute": "full" if tr.activation_checkpointing else "none",
-            "precision": tr.precision if tr.precision != "auto" else None,
-            "parallel": {"tp": par.tp, "pp": par.pp},
-            # FSDP2 (dp_shard, the default when left at -1) shards everything: ZeRO-3.
-            "zero": 3 if par.dp_shard != 1 else 0,
-            "dp_shard": par.dp_shard if hsdp else None}
 
 
 def resolve(req: PlanRequest, search: bool = False) -> Resolved:
@@ -199,17 +186,22 @@ def resolve(req: PlanRequest, search: bool = False) -> Resolved:
                         batch_rounding=req.batch_rounding)
     precision = req.precision or defaults.get("precision") or ("fp32" if cluster.acc.kind == "cpu" else "bf16")
     micro = degrees.pop("micro_batch", None) or req.micro_batch or defaults.get("micro_batch") or 1
-    interleave = degrees.pop("interleave", None) or req.interleave
+    interleave = degrees.pop("interleave", None) or (req.interleave if req.interleave != 1 else None) \
+        or defaults.get("interleave") or 1
+    stage_layers = parse_stage_layers(req.stage_layers) if req.stage_layers else defaults.get("stage_layers")
     zero = req.zero if req.zero is not None else (defaults.get("zero", 0) if degrees["dp"] > 1 else 0)
     execution = Execution(
         **degrees, micro_batch=micro, interleave=interleave,
-        stage_layers=parse_stage_layers(req.stage_layers) if req.stage_layers else None,
+        stage_layers=stage_layers,
         pipeline_split=req.pipeline_split, recompute=req.recompute or defaults.get("recompute") or "none",
-        recompute_fraction=req.recompute_fraction, sequence_parallel=req.sequence_parallel, zero=zero,
+        recompute_fraction=req.recompute_fraction,
+        sequence_parallel=req.sequence_parallel or defaults.get("sequence_parallel", False), zero=zero,
         dp_shard=req.dp_shard if req.dp_shard is not None else defaults.get("dp_shard"),
         precision=precision, grad_dtype=req.grad_dtype, fp8=req.fp8, attention=req.attention,
         elementwise=req.elementwise,
-        tp_overlap=req.tp_overlap, dp_overlap=req.dp_overlap, grad_accum_fusion=req.grad_accum_fusion)
+        tp_overlap=req.tp_overlap, grad_accum_fusion=req.grad_accum_fusion,
+        # gloo on CPUs runs collectives on the cores that compute: nothing hides behind compute.
+        dp_overlap=req.dp_overlap if req.dp_overlap is not None else cluster.acc.kind != "cpu")
     return Resolved(workload=workload, cluster=cluster, execution=execution, base_run=base_run)
 
 
@@ -219,7 +211,7 @@ _FLAG_ORDER = ("model", "cluster", "gpus", "batch", "seq", "tokens", "steps", "p
                "sequence_parallel", "zero", "dp_shard", "precision", "grad_dtype", "fp8", "attention", "elementwise",
                "tp_overlap", "dp_overlap", "grad_accum_fusion", "batch_rounding", "batch_rampup", "vocab")
 _DEFAULTS = PlanRequest()
-_NEGATABLE = ("dp_overlap", "grad_accum_fusion")  # BooleanOptionalAction flags, default on
+_NEGATABLE = ("dp_overlap", "grad_accum_fusion")  # BooleanOptionalAction flags
 
 
 def to_argv(req: PlanRequest) -> list[str]:

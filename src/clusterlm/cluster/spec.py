@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from clusterlm.cluster import catalog
+from clusterlm.cluster import catalog, local
 from clusterlm.config.base import Section, load_yaml, validate
 from clusterlm.errors import ConfigError
 
@@ -227,7 +227,7 @@ def preset_dirs() -> list[Path]:
 
 
 def preset_names() -> list[str]:
-    names: set[str] = set()
+    names: set[str] = {local.LOCAL}  # this machine, probed on first use (local.py)
     for d in preset_dirs():
         if d.is_dir():
             names.update(p.stem for p in d.glob("*.yaml"))
@@ -252,7 +252,14 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"unknown cluster '{name_or_path}' (not a file, not a preset){hint}")
 
 
-def load_spec(name_or_path: str | Path) -> ClusterSpec:
+def is_local(name_or_path: str | Path) -> bool:
+    """`local` (this machine), unless a file of that name is meant."""
+    return str(name_or_path) == local.LOCAL and not Path(name_or_path).is_file()
+
+
+def load_spec(name_or_path: str | Path, ranks: int = 1) -> ClusterSpec:
+    if is_local(name_or_path):
+        return validate(ClusterSpec, local.local_spec(ranks))
     path = resolve_spec_path(name_or_path)
     return validate(ClusterSpec, _read_yaml(str(path.resolve()), path.stat().st_mtime_ns))
 
@@ -296,6 +303,9 @@ def resolve(spec: ClusterSpec) -> Cluster:
 
 
 def load_cluster(name_or_path: str | Path, gpus: int | None = None) -> Cluster:
-    """Preset name or YAML path → resolved `Cluster`, optionally scaled to `gpus` accelerators."""
+    """Preset name or YAML path → resolved `Cluster`, optionally scaled to `gpus` accelerators
+    (on `local`: `gpus` CPU processes on this machine, each with its share of the cores)."""
+    if is_local(name_or_path):
+        return resolve(load_spec(name_or_path, ranks=gpus or 1))
     cluster = resolve(load_spec(name_or_path))
     return cluster.scaled(gpus) if gpus is not None else cluster

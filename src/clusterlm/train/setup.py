@@ -178,7 +178,7 @@ def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_c
     plan = parallel_plan(cfg.model_copy(update={"model": model_cfg}), process.world_size)
     layout = make_layout(plan, process.rank, process.world_size, process.device.type)
     precision = select_precision(tcfg.precision, process.device, process.collectives,
-                                 fp16_ok=not (plan.fsdp or plan.tp > 1))
+                                 fp16_ok=not (plan.fsdp or plan.tp > 1 or plan.pp > 1))
     split = plan.fsdp or plan.tp > 1 or plan.pp > 1
     check_model_fits(model_cfg, plan.dp_shard * plan.tp * plan.pp, process)
     torch.manual_seed(tcfg.seed)

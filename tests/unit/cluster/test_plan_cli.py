@@ -60,7 +60,7 @@ def test_plan_emit_writes_a_loadable_training_config(tmp_path, capsys):
     out_dir = tmp_path / "plan"
     code = main(["plan", "--model", "llama3-8B", "--cluster", "dgx-h100", "--gpus", "16", "--batch", "32",
                  "--seq", "8192", "--parallel", "t=2,d=8", "--zero", "3", "--recompute", "full", "--steps", "1000",
-                 "--emit", str(out_dir)])
+                 "--sequence-parallel", "--emit", str(out_dir)])
     assert code == 0
     capsys.readouterr()
     cfg = load_run_config(out_dir / "config.yaml")
