@@ -19,7 +19,6 @@ from clusterlm.cluster.spec import Cluster, ClusterSpec, load_cluster
 from clusterlm.config.base import validate
 from clusterlm.errors import OutputExistsError
 from clusterlm.fsio import atomic_write_text
-from clusterlm.runtime.device import resolve_device
 
 
 def show(spec: str, gpus: int | None = None) -> Cluster:
@@ -39,7 +38,11 @@ def probe(device: str = "cpu", *, quick: bool = False, disk_dir: str | None = ".
           name: str = "this machine (probed)", out: str | Path | None = None, overwrite: bool = False) -> Probed:
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-    device = str(resolve_device(device, option="--device"))  # a device this machine has (else one line)
+    if device != "cpu":
+        # runtime.device imports torch (seconds); only a non-CPU probe needs the check.
+        from clusterlm.runtime.device import resolve_device
+
+        device = str(resolve_device(device, option="--device"))  # a device this machine has (else one line)
     cached = None
     if out is None and device == "cpu":
         results = local.measure(quick=quick, disk_dir=disk_dir, allreduce=allreduce)
