@@ -103,9 +103,12 @@ def parse_parallel(text: str) -> dict[str, int]:
         if not sep or key.strip() not in DEGREE_NAMES:
             raise ConfigError(f"--parallel: expected items like t=8,p=4,c=2,d=16, got '{part}'")
         try:
-            out[DEGREE_NAMES[key.strip()]] = int(value)
+            degree = int(value)
         except ValueError:
             raise ConfigError(f"--parallel: '{part}' needs an integer value") from None
+        if degree < 1:
+            raise ConfigError(f"--parallel: '{part}' must be ≥ 1")
+        out[DEGREE_NAMES[key.strip()]] = degree
     return out
 
 

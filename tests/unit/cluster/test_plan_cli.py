@@ -110,6 +110,7 @@ def test_plan_from_a_run_config_uses_its_train_settings(tmp_path, capsys):
     (["--model", "gpt3-1T", "--cluster", "dgx-a100-superpod", "--batch", "8"], "unknown model preset"),
     (["--model", "gpt3-175B", "--cluster", "dgx-a1000", "--batch", "8"], "unknown cluster 'dgx-a1000'"),
     (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--batch", "-8"], "--batch"),
+    (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--parallel", "t=0"], "'t=0' must be ≥ 1"),
     (["--model", "gpt3-175B", "--cluster", "dgx-a100-superpod", "--seq", "0"], "--seq"),
     (["--model", "tiny", "--cluster", "local", "--batch", "8"], "vocab_size"),
 ])
