@@ -20,6 +20,9 @@ from typing import Any
 
 from clusterlm.errors import UsageError
 from clusterlm.finetune.classifier import load_classifier
+from clusterlm.finetune.data_classify import build_classification_data
+from clusterlm.finetune.data_qa import build_qa_data
+from clusterlm.finetune.data_translate import build_translation_data
 from clusterlm.finetune.classify_train import ClassifyOptions, finetune_classify
 from clusterlm.finetune.evaluate import eval_classifier, eval_qa, eval_translate
 from clusterlm.finetune.loop import LoopSettings
@@ -38,10 +41,6 @@ def build_data(task: str, out: str | Path, *, sources: Sequence[str] = (), seed:
                overwrite: bool = False) -> dict[str, Any]:
     """Build a task's dataset offline into `out`. `sources`: catalogs/globs (translate) or one
     source root (classify, qa; default this Python's standard library)."""
-    from clusterlm.finetune.data_classify import build_classification_data
-    from clusterlm.finetune.data_qa import build_qa_data
-    from clusterlm.finetune.data_translate import build_translation_data
-
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     refuse_existing(out, overwrite)

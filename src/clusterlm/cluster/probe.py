@@ -13,13 +13,18 @@ import datetime
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from clusterlm.cluster.measured import ProbeResult, probe_spec  # noqa: F401  (probe_spec re-exported)
 from clusterlm.errors import DistributedError
@@ -37,7 +42,6 @@ def _time(fn, min_seconds: float, device: torch.device, min_reps: int = 3, sampl
     under the load of the moment (on an idle one the two agree). Samples span several scheduler
     time slices so that a tiny kernel is not timed as one lucky or unlucky slice.
     """
-    import statistics
 
     fn()
     _sync(device)
@@ -106,7 +110,6 @@ def measure_elementwise_efficiency(device: str = "cpu", rows: int = 4096, cols: 
     slower than a copy. The ratio (model bytes ÷ copy bandwidth ÷ measured time) is the memory
     efficiency `probe_spec` writes, so the same kernel model holds on both.
     """
-    import torch.nn.functional as F
 
     dev = torch.device(device)
     x = torch.randn(rows, cols, device=dev, requires_grad=True)
@@ -129,7 +132,6 @@ def measure_elementwise_efficiency(device: str = "cpu", rows: int = 4096, cols: 
 def measure_attention_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, batch: int = 4, heads: int = 8,
                             seq: int = 256, head_dim: int = 64, min_seconds: float = 0.2) -> float:
     """Executed FLOP/s of causal scaled-dot-product attention (the fused kernel training uses)."""
-    import torch.nn.functional as F
 
     dev = torch.device(device)
     q, k, v = (torch.randn(batch, heads, seq, head_dim, dtype=dtype, device=dev) for _ in range(3))
@@ -170,7 +172,6 @@ def free_port() -> int:
 
 
 def _allreduce_worker(rank: int, world: int, port: int, sizes: list[int], reps: int, queue) -> None:
-    import torch.distributed as dist
 
     try:
         torch.set_num_threads(1)
@@ -199,7 +200,6 @@ def _allreduce_worker(rank: int, world: int, port: int, sizes: list[int], reps: 
 def measure_allreduce(world: int = 2, sizes: tuple[int, ...] = (8, 1 << 22), reps: int = 5,
                       timeout_s: float = 60.0) -> dict[int, float]:
     """Median seconds per all-reduce of each byte size over `world` gloo processes on 127.0.0.1."""
-    import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -254,7 +254,6 @@ def _cpu_model() -> str:
 def probe(device: str = "cpu", *, quick: bool = False, disk_dir: str | Path | None = ".",
           allreduce: bool = True, runtime: bool = True) -> ProbeResult:
     """Run the measurements (≈ 5–15 s; `quick` shortens every timing)."""
-    import psutil
 
     t_start = time.perf_counter()
     dev = torch.device(device)

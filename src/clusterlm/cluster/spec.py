@@ -26,6 +26,7 @@ price_per_gpu_hour: 2.0
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -244,7 +245,6 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
         candidate = d / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
-    import difflib
 
     names = preset_names()
     close = difflib.get_close_matches(str(name_or_path), names, n=1)

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from clusterlm.errors import CheckpointError
@@ -73,10 +76,8 @@ class LoadedClassifier:
 
 
 def save_head(ckpt_dir: Path, model: SequenceClassifier, info: dict[str, Any]) -> None:
-    from safetensors.torch import save
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    atomic_write_bytes(ckpt_dir / HEAD_FILE, save(tensors))
+    atomic_write_bytes(ckpt_dir / HEAD_FILE, save_safetensors(tensors))
     atomic_write_json(ckpt_dir / HEAD_META, {"format": FORMAT, "version": VERSION, **info})
 
 
@@ -109,9 +110,6 @@ def _read_info(ckpt: Path) -> dict[str, Any]:
 
 
 def _load_head(model: SequenceClassifier, path: Path) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -9,6 +9,7 @@ runs train a small part of the model. The log is the trainer's `metrics.jsonl` f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -153,7 +154,6 @@ def _validate(model: nn.Module, evaluate: Callable[[], float], log: MetricsLog, 
 
 def autocast_for(device: torch.device) -> Any:
     """bf16 autocast on a GPU that supports it (as training's `precision=auto`), fp32 otherwise."""
-    import contextlib
 
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
