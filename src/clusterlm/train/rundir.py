@@ -25,7 +25,7 @@ from clusterlm.checkpoint.store import CheckpointStore
 from clusterlm.data.loader import Dataset
 from clusterlm.data.shards import fingerprint, verify_files
 from clusterlm.errors import ConfigError, DataError, DistributedError, OutputExistsError
-from clusterlm.fsio import atomic_write_json
+from clusterlm.fsio import atomic_write_json, atomic_write_text
 from clusterlm.runtime.process import Process
 from clusterlm.train.metrics import METRICS_FILE
 
@@ -76,6 +76,15 @@ def _check_or_clear(store: CheckpointStore, overwrite: bool) -> None:
         raise OutputExistsError(
             f"train.out_dir {run_dir} holds {', '.join(found)} but no checkpoint (an earlier run that stopped "
             "before its first checkpoint?); pass --overwrite to start over there, or choose another train.out_dir")
+
+
+def open_run_dir(store: CheckpointStore, config_yaml: str, record: dict[str, Any] | None) -> None:
+    """Rank 0, as the run starts: the dir exists, leftovers of a killed save are gone, the resolved
+    config and the dataset verification are written."""
+    store.run_dir.mkdir(parents=True, exist_ok=True)
+    store.remove_stale_temporaries()
+    atomic_write_text(store.run_dir / CONFIG_FILE, config_yaml)
+    write_verification(store.run_dir, record)
 
 
 def verify_dataset_once(dataset: Dataset, run_dir: Path, process: Process) -> dict[str, Any] | None:

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from clusterlm.checkpoint.backends import CheckpointBackend, DCPBackend, LocalBackend
 from clusterlm.checkpoint.load import open_model
+from clusterlm.checkpoint.store import CheckpointStore
 from clusterlm.config.model import ModelConfig
 from clusterlm.config.run import RunConfig, parallel_plan
 from clusterlm.config.train import TrainConfig
@@ -127,9 +129,25 @@ class Components:
         accumulation's last) lets DDP/FSDP skip the gradient reduction; no-op for one process."""
         return self.parallel.micro_step(self.model, sync)
 
+    def stateful(self, train_state: Any, rng: Any) -> dict[str, Any]:
+        """Everything besides the weights that an exact resume needs (the checkpoint's train state)."""
+        states: dict[str, Any] = {"optimizer": self.optimizer, "schedule": self.schedule, "loader": self.loader,
+                                  "train": train_state, "rng": rng}
+        if self.scaler is not None:
+            states["grad_scaler"] = self.scaler
+        return states
+
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         """Clip the global gradient norm (over all shards) and return it as a plain tensor."""
         return self.parallel.clip_grad_norm(self.model, max_norm)
+
+
+def checkpoint_store(cfg: RunConfig, process: Process, backend: CheckpointBackend | None = None) -> CheckpointStore:
+    """The run dir's checkpoints: whole files from one process, DCP shards from several."""
+    backend = backend or (DCPBackend(process.is_main, process.collectives.group, cfg.parallel.async_checkpoint)
+                          if process.distributed else LocalBackend())
+    return CheckpointStore(cfg.train.out_dir, cfg.train.keep_last, backend, is_main=process.is_main,
+                           barrier=process.collectives.barrier)
 
 
 def load_init_weights(model: nn.Module, model_cfg: ModelConfig, source: str | Path) -> Path:

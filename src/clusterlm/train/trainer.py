@@ -23,13 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from clusterlm.checkpoint.backends import CheckpointBackend, DCPBackend, LocalBackend
+from clusterlm.checkpoint.backends import CheckpointBackend
 from clusterlm.checkpoint.runlock import RunLock
-from clusterlm.checkpoint.store import CheckpointStore
 from clusterlm.config.base import dump_yaml
 from clusterlm.config.run import RunConfig
 from clusterlm.errors import UsageError
-from clusterlm.fsio import atomic_write_text
 from clusterlm.runtime.device import resolve_device
 from clusterlm.runtime.process import Process
 from clusterlm.train import setup as build
@@ -42,9 +40,9 @@ from clusterlm.train.callbacks.validation import ValidationCallback
 from clusterlm.train.metrics import MetricsLogger, Progress
 from clusterlm.train.plots import plot_loss
 from clusterlm.train.resume import Resume, check_resumed_step, find_resume_checkpoint
-from clusterlm.train.rundir import CONFIG_FILE, claim_run_dir, verify_dataset_once, write_verification
+from clusterlm.train.rundir import claim_run_dir, open_run_dir, verify_dataset_once
 from clusterlm.train.state import RNGState, TrainState, seed_everything
-from clusterlm.train.step import StepResult, StepRunner, next_token_loss
+from clusterlm.train.step import StepRunner, next_token_loss
 
 
 @dataclass
@@ -88,11 +86,7 @@ class Trainer:
         dataset = build.open_dataset(self.cfg)
         model_cfg = build.resolve_model_config(self.cfg.model, dataset, tcfg)
         build.check_splits(dataset, tcfg.seq_len)
-        backend = self.checkpoint_backend or (
-            DCPBackend(proc.is_main, proc.collectives.group, self.cfg.parallel.async_checkpoint)
-            if proc.distributed else LocalBackend())
-        self.ckpt = CheckpointStore(self.run_dir, tcfg.keep_last, backend, is_main=proc.is_main,
-                                    barrier=proc.collectives.barrier)
+        self.ckpt = build.checkpoint_store(self.cfg, proc, self.checkpoint_backend)
         # One writer per run dir: nothing in it is read or written before the lock is held.
         self.lock = claim_run_dir(self.ckpt, proc, overwrite=self.overwrite)
         try:
@@ -144,12 +138,7 @@ class Trainer:
 
     def stateful(self) -> dict[str, Any]:
         """Everything besides the weights that an exact resume needs."""
-        c = self.components
-        states: dict[str, Any] = {"optimizer": c.optimizer, "schedule": c.schedule, "loader": c.loader,
-                                  "train": self.state, "rng": self.rng}
-        if c.scaler is not None:
-            states["grad_scaler"] = c.scaler
-        return states
+        return self.components.stateful(self.state, self.rng)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
@@ -163,11 +152,8 @@ class Trainer:
     def _run(self) -> TrainResult:
         state, proc = self.state, self.process
         if proc.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.ckpt.remove_stale_temporaries()
             resolved = self.cfg.model_copy(update={"model": self.components.model_cfg})
-            atomic_write_text(self.run_dir / CONFIG_FILE, dump_yaml(resolved))
-            write_verification(self.run_dir, self.dataset_record)
+            open_run_dir(self.ckpt, dump_yaml(resolved), self.dataset_record)
         self.metrics = MetricsLogger(self.run_dir, enabled=proc.is_main, tensorboard=self.tcfg.tensorboard,
                                      resume_step=state.step if self.resumed_from is not None else None)
         self.progress = Progress(self.tcfg.max_steps, initial=state.step, enabled=self.show_progress)
@@ -197,7 +183,7 @@ class Trainer:
         self._each("on_step_start")
         t0 = time.perf_counter()
         try:
-            result = self.train_step_result()
+            result = self.runner.run(state.step, state.elapsed_s)
         except KeyboardInterrupt:
             self._each("on_interrupt")
             raise
@@ -218,12 +204,9 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
-    def train_step_result(self) -> StepResult:
-        return self.runner.run(self.state.step, self.state.elapsed_s)
-
     def train_step(self) -> tuple[float, float, float]:
         """One optimizer step over `grad_accum` micro-batches → (loss, grad norm, lr)."""
-        result = self.train_step_result()
+        result = self.runner.run(self.state.step, self.state.elapsed_s)
         return result.loss, result.grad_norm, result.lr
 
     def compute_loss(self, module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -264,7 +247,3 @@ class Trainer:
         self.metrics.close()
         self.progress.close()
 
-
-def train(cfg: RunConfig, **kwargs: Any) -> TrainResult:
-    """Functional entry point: `train(load_run_config(path, overrides))`."""
-    return Trainer(cfg, **kwargs).run()
