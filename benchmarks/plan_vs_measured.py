@@ -37,6 +37,7 @@ import yaml
 
 CLI = [sys.executable, "-m", "clusterlm"]
 GIB = 2**30
+COMM_TERMS = ("tp_comm", "cp_comm", "pp_p2p", "dp_comm")  # the plan's time terms spent in communication
 
 
 def sh(args: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
@@ -138,7 +139,9 @@ def measure(config: Path, ranks: int, out_dir: Path, env: dict) -> dict:
     summary = [r for r in records if r.get("kind") == "summary"][-1]
     return {"step_time_s": statistics.median(r["step_time_s"] for r in steady), "peaks_gib": peaks,
             "rank0_logged_gib": max(r["peak_mem_gib"] for r in train), "wall_s": time.perf_counter() - t0,
-            "comm_fraction": summary.get("comm_fraction")}
+            "comm_fraction": summary.get("comm_fraction"), "comm_s": summary.get("comm_time_s") or 0.0,
+            "compute_only_s": summary.get("compute_only_s"),
+            "collectives": summary.get("comm_collectives_per_step") or 0}
 
 
 def verdict(ratio: float, target: float) -> str:
@@ -158,7 +161,8 @@ def loop(ranks: int, run: Path, work: Path, env: dict, top: int) -> list[dict]:
         rows.append({"ranks": ranks, "layout": describe(plan), "pred_step": plan["step_time_s"],
                      "step": got["step_time_s"], "pred_mem": plan["memory_gib"]["total"], "mem": peak_measured,
                      "peaks": got["peaks_gib"], "rank0_logged": got["rank0_logged_gib"], "time_s": plan["time_s"],
-                     "memory_gib": plan["memory_gib"], "comm_fraction": got["comm_fraction"], "wall": got["wall_s"]})
+                     "memory_gib": plan["memory_gib"], "comm_fraction": got["comm_fraction"], "wall": got["wall_s"],
+                     "comm_s": got["comm_s"], "compute_only_s": got["compute_only_s"], "collectives": got["collectives"]})
         print_row(rows[-1])
     return rows
 
@@ -178,6 +182,13 @@ def print_row(r: dict) -> None:
           f"ratio {rm:4.2f} {verdict(rm, 0.15):<4} | per-rank peaks {peaks} (rank 0 logged "
           f"{r['rank0_logged']:.2f}); collectives {r['comm_fraction'] or 0:.0%} of the step; {r['wall']:.0f} s wall")
     print("    predicted step (s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["time_s"].items() if v))
+    t = r["time_s"]
+    comm = sum(t.get(k, 0.0) for k in COMM_TERMS)
+    if r["compute_only_s"] is not None and r["collectives"]:  # (pipeline layouts' traffic is not timed)
+        # The trainer times its collectives (gloo waits included): the step splits into time in
+        # collectives and everything else, which the plan's terms can be compared with one by one.
+        print(f"    split: outside collectives pred {t['total'] - comm:.3f} s meas {r['compute_only_s']:.3f} s | "
+              f"collectives pred {comm:.3f} s meas {r['comm_s']:.3f} s ({r['collectives']:.0f} per step)")
     print("    predicted memory (GiB): " + ", ".join(f"{k} {v:.3f}" for k, v in r["memory_gib"].items() if v))
 
 
