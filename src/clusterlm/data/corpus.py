@@ -10,6 +10,7 @@ wheels and build configuration.
 from __future__ import annotations
 
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 from clusterlm.data.inputs import InputFile, classify, walk_dir
@@ -28,11 +29,15 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
+def corpus_paths(root: Path | None = None) -> Iterator[Path]:
+    """Every file of the default corpus's tree (tests, build configs and the like left out), sorted."""
+    return walk_dir(root or stdlib_dir(), skip_dir=lambda name: name in EXCLUDED_DIRS or name.startswith("config-"))
+
+
 def default_corpus_files(root: Path | None = None) -> list[InputFile]:
     """The default corpus as input files, in a deterministic (sorted path) order."""
-    root = root or stdlib_dir()
     files: list[InputFile] = []
-    for path in walk_dir(root, skip_dir=lambda name: name in EXCLUDED_DIRS or name.startswith("config-")):
+    for path in corpus_paths(root):
         if path.suffix in EXTENSIONS:
             f = classify(path, explicit=True)
             if f is not None:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import IO
 
 from clusterlm.data.inputs import Drop, InputFile
-from clusterlm.data.inputs import walk_dir as walk_dir  # moved to inputs; finetune/ imports it from here
 
 # Plain-text files larger than this are cut into documents at paragraph breaks, so one
 # huge file never has to sit in memory whole (JSONL streams by line; HTML cannot be cut).

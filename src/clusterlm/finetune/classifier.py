@@ -59,18 +59,21 @@ class LoadedClassifier:
     max_tokens: int
     pad_id: int
     path: Path
-    info: dict[str, Any]
 
-    @torch.no_grad()
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """Class probabilities (N, K) of `texts` (each cut to its first `max_tokens` tokens)."""
+        ids = [(self.tokenizer.encode(t, add_special_tokens=False).ids or [self.pad_id])[: self.max_tokens]
+               for t in texts]
+        return self.predict_ids(ids, batch_size)
+
+    @torch.no_grad()
+    def predict_ids(self, ids: Sequence[list[int]], batch_size: int = 32) -> torch.Tensor:
+        """Class probabilities (N, K) of already encoded, already cut token lists."""
         self.model.eval()
         device = self.model.head.weight.device
         out = []
-        for i in range(0, len(texts), batch_size):
-            ids = [(self.tokenizer.encode(t, add_special_tokens=False).ids or [self.pad_id])[: self.max_tokens]
-                   for t in texts[i:i + batch_size]]
-            tokens, lengths = pad_batch(ids, self.pad_id, device)
+        for i in range(0, len(ids), batch_size):
+            tokens, lengths = pad_batch(ids[i:i + batch_size], self.pad_id, device)
             out.append(torch.softmax(self.model(tokens, lengths).float(), dim=-1).cpu())
         return torch.cat(out)
 
@@ -92,7 +95,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Loa
     _load_head(model, loaded.path / HEAD_FILE)
     model.eval()
     return LoadedClassifier(model, [str(x) for x in labels], loaded.tokenizer, int(info.get("max_tokens", 128)),
-                            pad_id_of(loaded.tokenizer), loaded.path, info)
+                            pad_id_of(loaded.tokenizer), loaded.path)
 
 
 def _read_info(ckpt: Path) -> dict[str, Any]:

@@ -24,10 +24,11 @@ from clusterlm.finetune.body import POOLINGS, Pooling, pad_batch, pad_id_of
 from clusterlm.finetune.classifier import SequenceClassifier, save_head
 from clusterlm.finetune.classify_data import (LabelledSet, class_weights, encode_labelled, label_set,
                                               read_labelled)
-from clusterlm.finetune.loop import LoopSettings, MetricsLog, autocast_for, run_loop
+from clusterlm.finetune.loop import LoopSettings, autocast_for, run_loop
 from clusterlm.finetune.metrics import classification_scores, plot_confusion
 from clusterlm.finetune.runfiles import base_dataset_dir, publish_run, refuse_existing
 from clusterlm.finetune.store import load_base, torch_device
+from clusterlm.train.metrics import MetricsLogger
 
 Method = Literal["full", "head"]
 
@@ -124,10 +125,16 @@ def finetune_classify(base: str | Path, data_path: str | Path, val_path: str | P
 
     total_steps = settings.total_steps(-(-len(train.labels) // settings.batch_size))
     with publish_run(out, overwrite) as run:
-        log = MetricsLog(run.tmp / "metrics.jsonl")
+        log = MetricsLogger(run.tmp, tensorboard=False)
+        final: dict[str, Any] = {}
+
+        def validate() -> float:  # run_loop calls it in eval mode, last of all after the final step
+            final["preds"], final["loss"] = _predict(logits, val, 64)
+            return final["loss"]
+
         result = run_loop(model, _batches(train, settings.batch_size, settings.seed), loss_fn, settings,
-                          total_steps, log, lambda: _predict(logits, val, 64)[1], progress)
-        preds, val_loss = _predict(logits, val, 64)
+                          total_steps, log, validate, progress)
+        preds, val_loss = final["preds"], final["loss"]
         scores = classification_scores(val.labels, preds, labels)
         info = {"labels": labels, "pooling": options.pooling, "max_tokens": max_tokens, "method": options.method,
                 "class_weights": weights}

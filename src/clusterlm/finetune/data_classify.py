@@ -15,8 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from clusterlm.data.corpus import EXCLUDED_DIRS, stdlib_dir
-from clusterlm.data.readers import walk_dir
+from clusterlm.data.corpus import corpus_paths, stdlib_dir
 from clusterlm.errors import DataError
 from clusterlm.finetune.jsonl import write_jsonl
 from clusterlm.finetune.splits import SPLITS, assign_splits
@@ -40,9 +39,8 @@ def snippets(text: str, max_chars: int, min_chars: int) -> list[str]:
 
 def package_files(root: Path, min_files: int) -> dict[str, list[Path]]:
     """Top-level package → its .py files, for packages with ≥ `min_files` files."""
-    skip = lambda name: name in EXCLUDED_DIRS or name.startswith("config-")  # noqa: E731
     families: dict[str, list[Path]] = {}
-    for path in walk_dir(root, skip_dir=skip):
+    for path in corpus_paths(root):
         rel = path.relative_to(root)
         if path.suffix == ".py" and len(rel.parts) > 1 and rel.parts[0] not in EXCLUDED_FAMILIES:
             families.setdefault(rel.parts[0], []).append(path)

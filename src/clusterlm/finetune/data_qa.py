@@ -22,8 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from clusterlm.data.corpus import EXCLUDED_DIRS, stdlib_dir
-from clusterlm.data.readers import walk_dir
+from clusterlm.data.corpus import corpus_paths, stdlib_dir
 from clusterlm.finetune.jsonl import write_jsonl
 from clusterlm.finetune.splits import SPLITS, assign_splits
 from clusterlm.fsio import atomic_dir, atomic_write_json
@@ -80,8 +79,7 @@ def _entries(tree: ast.Module, module: str) -> list[tuple[str, str, str]]:
 def collect_qa(root: Path) -> list[dict[str, str]]:
     """Every usable (question, answer) of the sources under `root`, one per qualified name."""
     records, seen = [], set()
-    skip = lambda name: name in EXCLUDED_DIRS or name.startswith("config-")  # noqa: E731
-    for path in walk_dir(root, skip_dir=skip):
+    for path in corpus_paths(root):
         if path.suffix != ".py" or (module := module_name(path, root)) is None:
             continue
         try:

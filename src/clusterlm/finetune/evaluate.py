@@ -104,7 +104,7 @@ def eval_classifier(run: str | Path, data: str | Path, *, train: str | Path | No
     rows = read_labelled(data)
     test = encode_labelled(rows, data, clf.labels, clf.tokenizer, clf.max_tokens)  # refuses unseen labels
     started = time.perf_counter()
-    probs = clf.predict_proba([text for _, text, _ in rows])
+    probs = clf.predict_ids(test.ids)  # the texts as encode_labelled cut them
     report: dict[str, Any] = {"checkpoint": str(clf.path), "data": str(data), "truncated": test.truncated,
                               "predict_s": round(time.perf_counter() - started, 2),
                               "scores": {"model": classification_scores(test.labels, probs.argmax(-1).tolist(),

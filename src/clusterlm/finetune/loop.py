@@ -3,19 +3,17 @@
 The optimizer and schedule are the trainer's own (`clusterlm.train.optim`: no weight decay on
 norms, biases and embeddings; linear warmup then cosine decay, optionally to a wall-clock
 budget). Only parameters with `requires_grad` are optimised, which is how head-only and LoRA
-runs train a small part of the model. The log is the trainer's `metrics.jsonl` format
-(`kind: train` / `kind: val` records), so `train.plots.plot_loss` draws it.
+runs train a small part of the model. The log is the trainer's `MetricsLogger` (`metrics.jsonl`,
+`kind: train` / `kind: val` records), so `train.plots.plot_loss` draws it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +24,7 @@ from clusterlm.config.limits import check_range
 from clusterlm.config.train import TrainConfig
 from clusterlm.errors import TrainingError, UsageError
 from clusterlm.train.optim import WarmupCosineSchedule, build_optimizer
-from clusterlm.train.plots import plot_loss
+from clusterlm.train.metrics import MetricsLogger
 
 
 @dataclass(frozen=True)
@@ -63,28 +61,13 @@ class LoopSettings:
         return max(1, math.ceil(self.epochs * batches_per_epoch))
 
 
-class MetricsLog:
-    """Appends `metrics.jsonl` records in the run dir being built."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.records: list[dict[str, Any]] = []
-
-    def log(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-    def plot(self, out: Path) -> Path | None:
-        return plot_loss(self.path, out)
-
-
 @dataclass
 class LoopResult:
     steps: int
     train_loss: float | None
     elapsed_s: float
     stop_reason: str  # "steps" | "max_minutes"
+    val_loss: float | None = None  # of the last validation (after the final step), when there is one
 
 
 def optimizer_for(model: nn.Module, settings: LoopSettings, total_steps: int) -> tuple[Any, WarmupCosineSchedule]:
@@ -98,7 +81,7 @@ def optimizer_for(model: nn.Module, settings: LoopSettings, total_steps: int) ->
 
 
 def run_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[Any], torch.Tensor],
-             settings: LoopSettings, total_steps: int, log: MetricsLog,
+             settings: LoopSettings, total_steps: int, log: MetricsLogger,
              evaluate: Callable[[], float] | None = None,
              progress: Callable[[str], None] | None = None) -> LoopResult:
     """Run `total_steps` optimizer steps (or until the time budget is spent) over `batches`."""
@@ -135,14 +118,13 @@ def run_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[Any], 
     if window:
         loss_value = sum(window) / len(window)
         log.log({"kind": "train", "step": step, "loss": loss_value, "elapsed_s": time.perf_counter() - started})
-    if evaluate is not None:
-        _validate(model, evaluate, log, step, progress)
+    val_loss = _validate(model, evaluate, log, step, progress) if evaluate is not None else None
     model.eval()
-    return LoopResult(step, loss_value, time.perf_counter() - started, stop_reason)
+    return LoopResult(step, loss_value, time.perf_counter() - started, stop_reason, val_loss)
 
 
-def _validate(model: nn.Module, evaluate: Callable[[], float], log: MetricsLog, step: int,
-              progress: Callable[[str], None] | None) -> None:
+def _validate(model: nn.Module, evaluate: Callable[[], float], log: MetricsLogger, step: int,
+              progress: Callable[[str], None] | None) -> float:
     model.eval()
     with torch.no_grad():
         val_loss = evaluate()
@@ -150,6 +132,7 @@ def _validate(model: nn.Module, evaluate: Callable[[], float], log: MetricsLog, 
     log.log({"kind": "val", "step": step, "val_loss": val_loss})
     if progress:
         progress(f"step {step}  val loss {val_loss:.4f}")
+    return val_loss
 
 
 def autocast_for(device: torch.device) -> Any:

@@ -23,9 +23,10 @@ from torch import nn
 
 from clusterlm.errors import OutputExistsError, UsageError
 from clusterlm.fsio import atomic_dir, atomic_write_json
-from clusterlm.finetune.loop import MetricsLog
 from clusterlm.finetune.store import save_run_checkpoint
 from clusterlm.config.model import ModelConfig
+from clusterlm.train.metrics import MetricsLogger
+from clusterlm.train.plots import plot_loss
 
 
 @dataclass
@@ -42,8 +43,9 @@ class RunBuilder:
         self.checkpoint = self.out / written.relative_to(self.tmp)
         return written
 
-    def finish(self, log: MetricsLog, summary: dict[str, Any]) -> None:
-        log.plot(self.tmp / "plots" / "loss.png")
+    def finish(self, log: MetricsLogger, summary: dict[str, Any]) -> None:
+        log.close()
+        plot_loss(log.path, self.tmp / "plots" / "loss.png")
         atomic_write_json(self.tmp / "summary.json", summary)
 
 

@@ -25,10 +25,11 @@ from clusterlm.config.limits import check_range
 from clusterlm.errors import UsageError
 from clusterlm.finetune.body import hidden_states, pad_id_of
 from clusterlm.finetune.lora import apply_lora, merge_lora
-from clusterlm.finetune.loop import LoopSettings, MetricsLog, autocast_for, run_loop
+from clusterlm.finetune.loop import LoopSettings, autocast_for, run_loop
 from clusterlm.finetune.runfiles import base_dataset_dir, publish_run, refuse_existing
 from clusterlm.finetune.sft_data import SFTData, collate, load_sft_data, make_rows
 from clusterlm.finetune.store import load_base, torch_device
+from clusterlm.train.metrics import MetricsLogger
 from clusterlm.model.loss import linear_cross_entropy
 
 Method = Literal["full", "lora"]
@@ -133,11 +134,11 @@ def finetune_sft(base: str | Path, data_path: str | Path, out: str | Path, *, va
     evaluate = (lambda: validation_loss(lm, val, row_tokens, options.packing, settings.batch_size, pad_id,
                                         run_device)) if val else None
     with publish_run(out, overwrite) as run:
-        log = MetricsLog(run.tmp / "metrics.jsonl")
+        log = MetricsLogger(run.tmp, tensorboard=False)
         result = run_loop(lm, _batches(train, row_tokens, options, settings, pad_id, run_device), loss_fn,
                           settings, total_steps, log, evaluate, progress)
         merged = merge_lora(lm) if options.method == "lora" else 0
-        val_loss = next((r["val_loss"] for r in reversed(log.records) if r.get("kind") == "val"), None)
+        val_loss = result.val_loss
         summary = {
             "task": "sft", "base_checkpoint": str(loaded.path), "method": options.method,
             "lora_layers": wrapped, "lora_merged": merged, "trainable_params": trainable,
