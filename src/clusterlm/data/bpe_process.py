@@ -2,10 +2,12 @@
 
 Why a child: with its thread pool the `tokenizers` trainer's resident memory grows
 with the amount of text (allocator arenas: peak RSS 143 → 224 MB for 1× → 4× the
-stdlib corpus at vocab 8192), single-threaded it stays flat (112 → 115 MB). The
-library's only switch for its threads is the `TOKENIZERS_PARALLELISM` environment
-variable, read on every call; changing it here would change it for the whole
-calling process (other threads, later encodes that should use every core). A
+stdlib corpus at vocab 8192); single-threaded in the calling process it stayed flat
+(112 → 115 MB; the child's own figures, which depend on how the texts reach it, are in
+`train_tokenizer_in_subprocess`). The library's only switch for its threads is the
+`TOKENIZERS_PARALLELISM` environment variable, read on every call; changing it here would
+change it for the whole calling process (other threads, later encodes that should use
+every core). A
 child started with its own environment gets one thread without touching ours, and
 whatever the trainer allocated goes back to the OS when the child exits.
 

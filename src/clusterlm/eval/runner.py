@@ -19,7 +19,6 @@ from clusterlm.eval.metrics import IGNORE_INDEX, TokenStats, generalization_gap
 from clusterlm.runtime.collectives import Collectives
 
 
-IGNORE = IGNORE_INDEX  # the target of padding rows: cross-entropy and the statistics skip it
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,8 @@ def scored_windows(n_windows: int, seq_len: int, max_windows: int | None) -> np.
 
 def _batches(view: Any, offsets: np.ndarray, seq_len: int, batch_size: int, n_batches: int,
              device: torch.device, vocab: tuple[int, str] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`n_batches` batches of exactly `batch_size` windows; rows past `offsets` are padding (IGNORE targets).
+    """`n_batches` batches of exactly `batch_size` windows; rows past `offsets` are padding
+    (IGNORE_INDEX targets: cross-entropy and the statistics skip them).
     `vocab`: (vocabulary size, where) to check every id against."""
     for b in range(n_batches):
         part = offsets[b * batch_size : (b + 1) * batch_size]
@@ -68,7 +68,7 @@ def _batches(view: Any, offsets: np.ndarray, seq_len: int, batch_size: int, n_ba
         x, y = windows[:, :-1], windows[:, 1:]
         if pad:
             x = torch.cat([x, torch.zeros(pad, seq_len, dtype=torch.long)])
-            y = torch.cat([y, torch.full((pad, seq_len), IGNORE, dtype=torch.long)])
+            y = torch.cat([y, torch.full((pad, seq_len), IGNORE_INDEX, dtype=torch.long)])
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 

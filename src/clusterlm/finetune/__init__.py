@@ -9,5 +9,5 @@ written), `runfiles` (atomic run dirs), `body` (hidden states, padding, pooling)
 `classifier` + `classify_data` + `classify_train`, `lora`, `sft_data` (loss mask, packing) +
 `sft_train`, `loop` (optimizer, schedule, log), `decode`, `metrics`, `baselines`, `evaluate`,
 the offline dataset builders `data_classify`, `data_translate`, `data_qa` (split by group with
-`splits`), `extras` (the optional dependencies) and `api` (one function per verb, called by the CLI).
+`splits`) and `extras` (the optional dependencies); the verbs call them from `clusterlm.api.finetune`.
 """

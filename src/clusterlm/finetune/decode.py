@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from clusterlm.data.chat import as_messages, render_chat, render_prompt_response
-from clusterlm.data.tokenizer import EOS_TOKEN
 from clusterlm.errors import DataError
 from clusterlm.finetune.jsonl import read_jsonl, require_str
 from clusterlm.generate.generator import GenerationSettings, generate_ids
+from clusterlm.generate.loading import eos_id
 from clusterlm.generate.sampling import SamplingSettings
 
 
@@ -59,7 +59,7 @@ def generate_replies(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
                      progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Greedy reply to each rendered prompt, up to end-of-text or `max_new_tokens`."""
     settings = GenerationSettings(max_new_tokens=max_new_tokens, sampling=SamplingSettings(temperature=0.0),
-                                  seed=0, eos_id=tokenizer.token_to_id(EOS_TOKEN))
+                                  seed=0, eos_id=eos_id(tokenizer))
     model.eval()
     replies = []
     for i, prompt in enumerate(prompts):

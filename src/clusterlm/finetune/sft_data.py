@@ -123,8 +123,8 @@ def make_rows(examples: Sequence[Example], row_tokens: int, packing: bool, seed:
         if ids and len(ids) + len(ex.ids) > row_tokens:
             rows.append(Example(ids, trained))
             ids, trained = [], []
-        ids = ids + ex.ids
-        trained = trained + ex.trained
+        ids += ex.ids
+        trained += ex.trained
     if ids:
         rows.append(Example(ids, trained))
     return rows

@@ -11,7 +11,6 @@ through attention, as it must).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,12 +115,11 @@ def finetune_sft(base: str | Path, data_path: str | Path, out: str | Path, *, va
     loaded, context, train, val = _prepare(base, data_path, val_path, options, run_device)
     lm, tok = loaded.model, loaded.tokenizer
     torch.manual_seed(settings.seed)
-    random.seed(settings.seed)
     wrapped = 0
     if options.method == "lora":
         wrapped = apply_lora(lm, options.lora_rank, options.lora_alpha, options.lora_dropout)
     trainable = sum(p.numel() for p in lm.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in lm.parameters() if not p.requires_grad) + trainable
+    total_params = sum(p.numel() for p in lm.parameters())
     pad_id = pad_id_of(tok)
     row_tokens = context + 1
     rows_per_epoch = len(make_rows(train.examples, row_tokens, options.packing, settings.seed))

@@ -195,12 +195,13 @@ def build_components(cfg: RunConfig, process: Process, dataset: Dataset, model_c
     tcfg, pcfg = cfg.train, cfg.parallel
     plan = parallel_plan(cfg.model_copy(update={"model": model_cfg}), process.world_size)
     layout = make_layout(plan, process.rank, process.world_size, process.device.type)
-    precision = select_precision(tcfg.precision, process.device, process.collectives,
-                                 fp16_ok=not (plan.fsdp or plan.tp > 1 or plan.pp > 1))
     split = plan.fsdp or plan.tp > 1 or plan.pp > 1
+    precision = select_precision(tcfg.precision, process.device, process.collectives, fp16_ok=not split)
     check_model_fits(model_cfg, plan.dp_shard * plan.tp * plan.pp, process)
     torch.manual_seed(tcfg.seed)
-    model = build_model(model_cfg, device="meta" if split else "cpu", seed=tcfg.seed)
+    # init_from weights replace every initial value: skip the seeded initialisation they would overwrite.
+    model = build_model(model_cfg, device="meta" if split else "cpu",
+                        seed=None if init_from is not None else tcfg.seed)
     if init_from is not None and not split:
         load_init_weights(model, model_cfg, init_from)
     recorder = CommRecorder() if process.distributed and pcfg.comm_stats else None

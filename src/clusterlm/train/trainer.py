@@ -40,7 +40,7 @@ from clusterlm.train.callbacks.validation import ValidationCallback
 from clusterlm.train.metrics import MetricsLogger, Progress
 from clusterlm.train.plots import plot_loss
 from clusterlm.train.resume import Resume, check_resumed_step, find_resume_checkpoint
-from clusterlm.train.rundir import claim_run_dir, open_run_dir, verify_dataset_once
+from clusterlm.train.rundir import PLOT_FILE, claim_run_dir, open_run_dir, verify_dataset_once
 from clusterlm.train.state import RNGState, TrainState, seed_everything
 from clusterlm.train.step import StepRunner, next_token_loss
 
@@ -174,7 +174,7 @@ class Trainer:
         self.metrics.log({"kind": "summary", "step": state.step, **summary})
         self.metrics.close()
         if proc.is_main and self.tcfg.plots:
-            plot_loss(self.metrics.path, self.run_dir / "plots" / "loss.png")
+            plot_loss(self.metrics.path, self.run_dir / PLOT_FILE)
         proc.collectives.barrier()
         return TrainResult(self.run_dir, state.step, state.tokens_seen, stop_reason, self.checkpoint_cb.last, summary)
 
@@ -230,9 +230,6 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         return self.checkpoint_cb.save(self)
-
-    def validate(self) -> dict[str, Any]:
-        return self.validation_cb.validate(self)
 
     def log(self, record: dict[str, Any]) -> None:
         self.metrics.log(record)

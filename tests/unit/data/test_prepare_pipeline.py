@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from clusterlm.config.data import CleanConfig, DataConfig
+from clusterlm.data.bpe_process import train_tokenizer_in_subprocess
 from clusterlm.data.loader import Dataset
 from clusterlm.data.owner_lock import LOCK_NAME, OwnerLock
 from clusterlm.data.prepare import prepare_dataset
@@ -240,6 +241,15 @@ def test_only_special_files_is_one_clear_error(tmp_path):
 def test_training_leaves_the_environment_alone(tmp_path, corpus_dir, monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
     before = dict(os.environ)
+    seen = []
+
+    def texts():  # consumed while the child trains: our environment must be untouched meanwhile
+        for path in sorted(corpus_dir.rglob("*.txt")):
+            seen.append(os.environ.get("TOKENIZERS_PARALLELISM"))
+            yield path.read_text()
+
+    tok = train_tokenizer_in_subprocess(texts(), 300)
+    assert tok.get_vocab_size() > 256 and seen and set(seen) == {"true"}
     prepare_dataset(cfg(corpus_dir), tmp_path / "ds")
     assert dict(os.environ) == before
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clusterlm.distributed.comm_stats import CommStep
@@ -98,7 +97,7 @@ class MetricsCallback(Callback):
 
     def summary(self, trainer: Trainer, stop_reason: str) -> dict[str, Any]:
         state, c = trainer.state, trainer.components
-        speeds = [r["tokens_per_s"] for r in read_metrics(Path(trainer.run_dir) / "metrics.jsonl")
+        speeds = [r["tokens_per_s"] for r in read_metrics(trainer.metrics.path)
                   if r.get("kind") == "train" and r.get("tokens_per_s")]
         tokens_per_s = sorted(speeds)[len(speeds) // 2] if speeds else None
         have_gap = state.last_val_loss is not None and state.last_train_eval_loss is not None
