@@ -150,7 +150,7 @@ def verdict(ratio: float, target: float) -> str:
 
 def loop(ranks: int, run: Path, work: Path, env: dict, top: int) -> list[dict]:
     found = json.loads(sh(["plan", "--model", str(run), "--cluster", "local", "--gpus", str(ranks), "--search",
-                           "--top", str(top), "--json", "--chart", str(work / f"search-{ranks}.png")], env).stdout)
+                           "--top", str(top), "--json"], env).stdout)
     rows = []
     for i, chosen in enumerate(choose(found["search"]["ranked"]), 1):
         emit = work / f"n{ranks}-layout{i}"
@@ -218,7 +218,7 @@ def main() -> int:
 
     t0 = time.perf_counter()
     sh(["plan", "--model", "llama3-405B", "--cluster", "dgx-h100", "--gpus", "16384", "--batch", "2048",
-        "--seq", "8192", "--search", "--json", "--chart", str(work / "search.png")], env)
+        "--seq", "8192", "--search", "--json"], env)
     print(f"search Llama-3-405B on 16,384 H100 (CLI, incl. start-up): {time.perf_counter() - t0:.2f} s "
           "(target < 5 s)")
     end = os.getloadavg()

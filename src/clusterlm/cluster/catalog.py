@@ -144,9 +144,7 @@ _AMPERE = dict(gemm_efficiency=round(0.859 * SUSTAINED_OVER_BURST, 3), memory_ef
 _HOPPER = dict(gemm_efficiency=0.706, gemm_efficiency_fp8=0.623, memory_efficiency=0.80,
                attention_efficiency=0.38, attention_efficiency_fa3=0.75, kernel_overhead_us=5.0,
                runtime_overhead_gib=1.0)
-_BLACKWELL = dict(gemm_efficiency=0.634, gemm_efficiency_fp8=0.622, memory_efficiency=0.80,
-                  attention_efficiency=0.38, attention_efficiency_fa3=0.75, kernel_overhead_us=5.0,
-                  runtime_overhead_gib=1.0)
+_BLACKWELL = {**_HOPPER, "gemm_efficiency": 0.634, "gemm_efficiency_fp8": 0.622}
 _OTHER_NV = dict(memory_efficiency=0.80, kernel_overhead_us=5.0, runtime_overhead_gib=1.0)
 
 ACCELERATORS: dict[str, Accelerator] = {

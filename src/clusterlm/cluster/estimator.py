@@ -209,7 +209,7 @@ def estimate(workload: Workload, cluster: Cluster, execution: Execution) -> Esti
         "cp_comm": _cp_exchange(e, lt, shape, groups, cluster),
     }
     if not e.grad_accum_fusion and e.zero <= 1:
-        layer_params = stage_params(cfg, e.tp, 1).layers_only / cfg.n_layer
+        layer_params = device_params(cfg, e.tp, 1, False, False)  # one layer's, per device
         per_layer["compute"] += mem_time(dev, layer_params * (elem + 2 * state.grads))
     stages = _stage_times(cfg, e, dev, shape, split, per_layer, cluster, groups, act_bytes)
     totals = [sum(x.values()) for x in stages]
@@ -232,7 +232,7 @@ def estimate(workload: Workload, cluster: Cluster, execution: Execution) -> Esti
         recompute=e.recompute, zero=e.zero, elem_bytes=elem, state=state,
         runtime_bytes=cluster.acc.runtime_overhead_gib * 2**30, capacity_bytes=cluster.acc.memory_bytes,
         device_layers=layers, cp=e.cp, shard_degree=e.shard_degree, recompute_fraction=e.recompute_fraction)
-    batch = m * e.dp * e.micro_batch
+    batch = effective_batch(workload, e)
     tokens = batch * workload.seq_len
     model_flops = flops_per_token(cfg, workload.seq_len) * tokens
     rec_flops = recompute_flops_per_token(cfg, workload.seq_len, e.recompute) * (frac if e.recompute == "full" else 1)

@@ -24,14 +24,13 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clusterlm.cluster.measured import ProbeResult, probe_spec
+from clusterlm.cluster.measured import ProbeResult, cpu_count, cpu_info, cpu_model, probe_spec
 from clusterlm.errors import ConfigError
 from clusterlm.fsio import atomic_write_json
 
@@ -47,26 +46,11 @@ def cache_dir() -> Path:
     return Path(base) / "clusterlm"
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (a container or `taskset` may allow fewer than the machine has)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def machine() -> dict[str, Any]:
     """What identifies this machine's speed: CPU model, instruction-set flags, usable CPUs."""
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())  # the first processor's entry
-    except OSError:
-        pass
-    model = info.get("model name") or platform.processor() or platform.machine()
+    info = cpu_info()
     flags = info.get("flags", "")
-    return {"cpu_model": model, "cpu_flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:16],
+    return {"cpu_model": cpu_model(info), "cpu_flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:16],
             "cpus": cpu_count()}
 
 

@@ -7,8 +7,37 @@ probe (`--cluster local`) turns into a spec without importing torch.
 from __future__ import annotations
 
 import datetime
+import os
+import platform
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (a container or `taskset` may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor's entries in /proc/cpuinfo (empty where there is no such file)."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())  # the first processor's entry
+    except OSError:
+        pass
+    return info
+
+
+def cpu_model(info: dict[str, str] | None = None) -> str:
+    """The CPU's model name (`info`: `cpu_info()` already read), else what `platform` says."""
+    info = cpu_info() if info is None else info
+    return info.get("model name") or platform.processor() or platform.machine()
 
 
 @dataclass

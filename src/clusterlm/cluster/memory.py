@@ -115,7 +115,6 @@ class StageParams:
     first: float  # parameters on the first pipeline stage (per device, after TP split)
     last: float
     layers_only: float  # transformer-layer parameters of one stage (the Korthikanti Fig. 1 quantity)
-    largest_layer: float  # one layer's parameters (full, before any split) — ZeRO-3 gather size
 
 
 def device_params(cfg: ModelConfig, tp: int, layers: int, first: bool, last: bool) -> float:
@@ -134,13 +133,11 @@ def device_params(cfg: ModelConfig, tp: int, layers: int, first: bool, last: boo
 
 def stage_params(cfg: ModelConfig, tp: int, pp: int) -> StageParams:
     """Parameters per device on the first and last pipeline stages of an even split."""
-    pb = param_breakdown(cfg)
-    L = cfg.n_layer
-    per_stage = L / pp
+    per_stage = cfg.n_layer / pp
     layers = device_params(cfg, tp, per_stage, False, False)
     first = device_params(cfg, tp, per_stage, True, pp == 1)
     last = device_params(cfg, tp, per_stage, pp == 1, True)
-    return StageParams(first=first, last=last, layers_only=layers, largest_layer=pb.blocks / L)
+    return StageParams(first=first, last=last, layers_only=layers)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from clusterlm.cluster.measured import ProbeResult, probe_spec  # noqa: F401  (probe_spec re-exported)
+from clusterlm.cluster.measured import ProbeResult, cpu_count, cpu_model, probe_spec  # noqa: F401  (probe_spec re-exported)
 from clusterlm.errors import DistributedError
 from clusterlm.runtime.measure import measure_matmul_flops
 from clusterlm.runtime.measure import synchronize as _sync
@@ -241,16 +240,6 @@ def measure_runtime_overhead_gib(timeout_s: float = 120.0) -> float:
     return int(out.stdout.strip().splitlines()[-1]) * 1024 / 2**30
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def probe(device: str = "cpu", *, quick: bool = False, disk_dir: str | Path | None = ".",
           allreduce: bool = True, runtime: bool = True) -> ProbeResult:
     """Run the measurements (≈ 5–15 s; `quick` shortens every timing)."""
@@ -258,9 +247,10 @@ def probe(device: str = "cpu", *, quick: bool = False, disk_dir: str | Path | No
     t_start = time.perf_counter()
     dev = torch.device(device)
     secs = 0.05 if quick else 0.3
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model()
-    res = ProbeResult(device=str(dev), device_name=name, threads=torch.get_num_threads(), cpu_model=_cpu_model(),
-                      cpu_cores=os.cpu_count() or 1, host_memory_gib=psutil.virtual_memory().total / 2**30,
+    cpu = cpu_model()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu
+    res = ProbeResult(device=str(dev), device_name=name, threads=torch.get_num_threads(), cpu_model=cpu,
+                      cpu_cores=cpu_count(), host_memory_gib=psutil.virtual_memory().total / 2**30,
                       load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
     n = 512 if quick else 1024
     for key in ("fp32", "bf16"):

@@ -7,6 +7,7 @@ matplotlib is imported inside the functions that draw (Agg backend, files only).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.table import Table
@@ -14,7 +15,7 @@ from rich.table import Table
 from clusterlm.cluster.estimator import Estimate
 from clusterlm.cluster.totals import run_totals
 from clusterlm.cluster.spec import Cluster
-from clusterlm.cluster.validation import Row, max_abs_error, mean_abs_error, select, summary
+from clusterlm.cluster.validation import Row, Source, max_abs_error, mean_abs_error, summary
 from clusterlm.fsio import atomic_write_bytes
 
 GIB = 2**30
@@ -174,6 +175,17 @@ def validation_table(rows: list[Row], title: str) -> Table:
     return table
 
 
+def _by_source(rows: list[Row]) -> Iterator[tuple[str, Source, list[Row]]]:
+    """(split, source, that source's rows) for each source in `rows`, held-out first, in row order."""
+    for split in ("held_out", "calibration"):
+        groups: dict[str, list[Row]] = {}
+        for r in rows:
+            if r.run.split == split:
+                groups.setdefault(r.run.source.key, []).append(r)
+        for part in groups.values():
+            yield split, part[0].run.source, part
+
+
 def validation_report(console, rows: list[Row]) -> None:
     """`plan --validate`: the held-out summary first, per-source tables, every row's command."""
     for key, s in summary().items():
@@ -181,12 +193,8 @@ def validation_report(console, rows: list[Row]) -> None:
         fit = f", predicted to fit {s['fit']:.0%}" if "fit" in s else ""
         console.print(f"[bold]{split.replace('_', '-')} {kind}[/bold]: {s['n']} rows, mean |error| "
                       f"{s['mean_abs_error']:.1%}, max {s['max_abs_error']:.1%}{fit}")
-    for split in ("held_out", "calibration"):
-        sources = dict.fromkeys(r.run.source.key for r in rows if r.run.split == split)
-        for key in sources:
-            part = select(split, source=key)
-            src = part[0].run.source
-            console.print(validation_table(part, f"{src.org} {src.year} ({split.replace('_', '-')}): {src.software}"))
+    for split, src, part in _by_source(rows):
+        console.print(validation_table(part, f"{src.org} {src.year} ({split.replace('_', '-')}): {src.software}"))
     console.print("[bold]commands[/bold] (each reproduces its row; add --json for every figure):")
     for r in rows:
         console.print(f"{r.run.id}: {r.run.command}", soft_wrap=True, highlight=False, markup=False)
@@ -195,15 +203,12 @@ def validation_report(console, rows: list[Row]) -> None:
 def validation_markdown(rows: list[Row]) -> str:
     """The docs tables: one per source, held-out first, with each row's command."""
     out = []
-    for split in ("held_out", "calibration"):
-        for key in dict.fromkeys(r.run.source.key for r in rows if r.run.split == split):
-            part = [r for r in rows if r.run.source.key == key]
-            src = part[0].run.source
-            out += [f"**{src.citation}** ({split.replace('_', '-')}) — {_stats(part)}", "",
-                    "| case | quantity | published | predicted | error | fits |", "|---|---|---:|---:|---:|---|"]
-            out += [f"| {r.case} | {r.quantity} | {r.published:,.2f} | {r.predicted:,.2f} | {r.error:+.1%} | "
-                    f"{_fits(r)} |" for r in part]
-            out.append("")
+    for split, src, part in _by_source(rows):
+        out += [f"**{src.citation}** ({split.replace('_', '-')}) — {_stats(part)}", "",
+                "| case | quantity | published | predicted | error | fits |", "|---|---|---:|---:|---:|---|"]
+        out += [f"| {r.case} | {r.quantity} | {r.published:,.2f} | {r.predicted:,.2f} | {r.error:+.1%} | "
+                f"{_fits(r)} |" for r in part]
+        out.append("")
     return "\n".join(out)
 
 

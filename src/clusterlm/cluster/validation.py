@@ -3,8 +3,9 @@
 Each run is a `clusterlm plan` request (request.py) plus its published figure and citation.
 `rows()` predicts every run through the same path the CLI takes (resolve → estimate → JSON),
 so `command(run)` reproduces its row exactly. Calibration rows (Korthikanti 2022, Narayanan
-2021 — the Megatron-LM A100 runs) may inform constants; held-out rows never do, and their error
-spread is the uncertainty every plan carries (`bands()`).
+2021 — the Megatron-LM A100 runs) were allowed to inform constants, though none is fitted to
+them (catalog.py); held-out rows never do, and their error spread is the uncertainty every plan
+carries (`bands()`).
 """
 
 from __future__ import annotations
@@ -98,10 +99,6 @@ class Row:
     def published(self) -> float:
         return self.run.published
 
-    @property
-    def source(self) -> str:
-        return self.run.source.citation
-
 
 @lru_cache(maxsize=1)
 def load_runs() -> tuple[Run, ...]:
@@ -140,9 +137,9 @@ def rows() -> tuple[Row, ...]:
     return tuple(evaluate(run) for run in load_runs())
 
 
-def select(split: str, kind: str | None = None, source: str | None = None) -> list[Row]:
+def select(split: str, kind: str | None = None) -> list[Row]:
     """Rows of one split; `kind` "speed" = time and rate rows, or "memory"."""
-    out = [r for r in rows() if r.run.split == split and (source is None or r.run.source.key == source)]
+    out = [r for r in rows() if r.run.split == split]
     if kind == "speed":
         return [r for r in out if r.run.kind in ("time", "rate")]
     if kind == "memory":

@@ -39,18 +39,6 @@ class Workload:
     # How a batch that d·b does not divide becomes whole micro-batches per replica.
     batch_rounding: str = "nearest"
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.global_batch * self.seq_len
-
-    @property
-    def run_steps(self) -> float | None:
-        if self.steps is not None:
-            return float(self.steps)
-        if self.total_tokens is not None:
-            return self.total_tokens / self.tokens_per_step
-        return None
-
 
 @dataclass(frozen=True)
 class Execution:

@@ -41,10 +41,6 @@ def test_published_runs_are_package_data_with_citations():
     assert len({r.id for r in runs}) == len(runs)
 
 
-def test_no_published_run_is_refused(rows):
-    assert len(rows) == len(validation.load_runs())  # every layout resolved and estimated
-
-
 def test_calibration_within_five_percent(rows):
     speed = validation.select("calibration", "speed")
     assert len(speed) == 15
