@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,10 +110,7 @@ class LocalBackend:
         save_model_dir(directory, model, model_cfg, tokenizer_path, meta)
         buffer = io.BytesIO()
         torch.save({name: obj.state_dict() for name, obj in states.items()}, buffer)
-        with open(directory / TRAIN_STATE_FILE, "wb") as fh:
-            fh.write(buffer.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
+        atomic_write_bytes(directory / TRAIN_STATE_FILE, buffer.getbuffer())  # a view: no copy of the bytes
 
     def read(self, directory: Path, model: nn.Module, states: dict[str, Stateful]) -> None:
         if is_dcp_checkpoint(directory):  # written by a distributed run: DCP reshards it into this model

@@ -43,6 +43,28 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:07d}"
 
 
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps of the checkpoints in `RUN/checkpoints/` (hidden temporary dirs excluded), ascending."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = (STEP_DIR.match(p.name) for p in root.iterdir() if p.is_dir())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint `RUN/latest` names; if the pointer is missing, stale or not a step dir's
+    name (never a path out of `checkpoints/`), the one with the highest step."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    pointer = Path(run_dir) / LATEST_FILE
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        if STEP_DIR.match(name) and (root / name).is_dir():
+            return root / name
+    steps = checkpoint_steps(run_dir)
+    return root / checkpoint_name(steps[-1]) if steps else None
+
+
 class CheckpointMeta(BaseModel):
     """`meta.json`. Callers may add fields of their own (a fine-tuned head's labels, the source of
     an export); the ones below are typed and checked on every read."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from clusterlm.checkpoint.formats import ClusterlmDir, DCPDir, ModelFormat, ModelSource, SingleFile
 from clusterlm.checkpoint.hf import HFDir
-from clusterlm.checkpoint.layout import CHECKPOINTS_DIR, LATEST_FILE, META_FILE
+from clusterlm.checkpoint.layout import META_FILE, latest_checkpoint
 from clusterlm.config.model import ModelConfig
 from clusterlm.errors import CheckpointError
 from clusterlm.model.build import build_model, model_bytes
@@ -46,14 +46,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return p  # a single-file export
     if (p / META_FILE).is_file() or (p / "config.json").is_file():
         return p
-    pointer = p / LATEST_FILE
-    if pointer.is_file():
-        target = p / CHECKPOINTS_DIR / pointer.read_text(encoding="utf-8", errors="replace").strip()
-        if (target / META_FILE).is_file():
-            return target
-    ckpts = sorted(c for c in (p / CHECKPOINTS_DIR).glob("step-*") if (c / META_FILE).is_file())
-    if ckpts:
-        return ckpts[-1]  # `latest` missing or stale: the newest complete one
+    latest = latest_checkpoint(p)  # what a resumed run would continue from
+    if latest is not None:
+        if not (latest / META_FILE).is_file():
+            raise CheckpointError(f"{latest}, the latest checkpoint of run dir {p}, has no {META_FILE} "
+                                  "(incomplete or not a clusterlm checkpoint)")
+        return latest
     raise CheckpointError(f"{p} is neither a checkpoint dir (no {META_FILE}) nor a run dir with checkpoints")
 
 

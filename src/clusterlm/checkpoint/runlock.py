@@ -9,13 +9,14 @@ Why a lock *file* with a heartbeat rather than `fcntl.flock`: run dirs live on s
 either unsupported, emulated with byte-range locks, or — Lustre's common `localflock` mount —
 visible only on the node that took it, so two nodes would both "hold" it. Creating a file with a
 hard link (`link(2)` fails if the name exists, atomically, on NFS too) works everywhere. The file
-says who holds the lock — host, pid, the process's start time, when it started — so the error
+says who holds the lock — host, pid, the process's start time, when it took the lock — so the error
 names the holder, and it tells a live holder from a dead one:
 
 * an earlier attempt of the same job (a Slurm requeue or a torchrun restart: the same job id, a lower
   restart count) is gone — the scheduler or agent ends every process of an attempt before the next
   starts — even if it ran on a node that died without cleaning up;
-* same host: the holder is alive iff its pid runs and has the recorded start time (pids are reused);
+* same host: the holder is alive iff its pid runs (not as a zombie) and has the recorded start time
+  (pids are reused) — `data.owner_lock.running`, which the data preparer's lock uses too;
 * another host: the holder touches the file every `HEARTBEAT_S` seconds; a lock not touched for
   `STALE_AFTER_S` seconds belongs to a dead process (clocks may differ by far less than that).
 
@@ -37,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clusterlm.data.owner_lock import Owner, running
 from clusterlm.errors import RunLockedError
 
 LOCK_FILE = "train.lock"
@@ -51,7 +53,7 @@ _HELD: dict[str, weakref.ref[RunLock]] = {}
 class Holder:
     host: str
     pid: int
-    pid_start: int | None  # the process's start time in clock ticks since boot (/proc/PID/stat)
+    start_time: float | None  # the process's start, seconds since the epoch (psutil's create_time)
     started: str  # when the lock was taken (local time, ISO 8601)
     token: str
     job: str | None = None  # the Slurm job or torchrun run id, if any
@@ -70,25 +72,6 @@ def job_attempt(environ: Mapping[str, str]) -> tuple[str | None, tuple[int, ...]
     except ValueError:
         attempt = (0, 0)
     return job, attempt
-
-
-def process_start(pid: int) -> int | None:
-    """Start time of process `pid` in clock ticks since boot (Linux), or None if it does not run."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in (…) may hold spaces
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
 
 
 class RunLock:
@@ -110,8 +93,9 @@ class RunLock:
         if not self.run_dir.exists():
             self.run_dir.mkdir(parents=True)
             self._created_dir = True
-        me = Holder(socket.gethostname(), os.getpid(), process_start(os.getpid()),
-                    time.strftime("%Y-%m-%dT%H:%M:%S%z"), uuid.uuid4().hex, self.job, self.attempt)
+        owner = Owner.me()
+        me = Holder(owner.host, owner.pid, owner.start_time, time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    uuid.uuid4().hex, self.job, self.attempt)
         for _ in range(5):  # each retry follows a stale lock taken over (or a race lost)
             if self._create(me):
                 self.holder = me
@@ -180,6 +164,8 @@ class RunLock:
             return "", None, 0.0
         try:
             fields = json.loads(text)
+            fields.pop("pid_start", None)  # written before `start_time`: clock ticks since boot, not comparable
+            fields.setdefault("start_time", None)
             return text, Holder(**{**fields, "attempt": tuple(fields.get("attempt", ()))}), age_s
         except (ValueError, TypeError, AttributeError):
             return text, None, age_s
@@ -193,10 +179,7 @@ class RunLock:
             ref = _HELD.get(str(self.path))
             owner = ref() if ref is not None else None
             return owner is not None and owner.holder is not None and owner.holder.token == holder.token
-        if not _pid_alive(holder.pid):
-            return False
-        start = process_start(holder.pid)
-        return start is None or holder.pid_start is None or start == holder.pid_start
+        return running(holder.pid, holder.start_time)
 
     def _take_over(self, stale_text: str) -> None:
         grave = self.path.with_name(f".{LOCK_FILE}.stale-{uuid.uuid4().hex}")

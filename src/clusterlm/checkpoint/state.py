@@ -24,16 +24,9 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from clusterlm.errors import CheckpointError
+from clusterlm.model.init import clean_fqn
 
 _TENSOR = "__tensor__"
-_WRAPPERS = ("_checkpoint_wrapped_module.", "_orig_mod.", "module.")
-
-
-def clean_fqn(name: str) -> str:
-    """A parameter name without activation-checkpoint / compile / DDP wrapper prefixes."""
-    for wrapper in _WRAPPERS:
-        name = name.replace(wrapper, "")
-    return name
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:

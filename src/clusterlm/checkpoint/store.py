@@ -24,7 +24,13 @@ from torch import nn
 
 from clusterlm.checkpoint.backends import CheckpointBackend, LocalBackend, Stateful
 from clusterlm.checkpoint.dcp_io import PendingSave
-from clusterlm.checkpoint.layout import CHECKPOINTS_DIR, LATEST_FILE, STEP_DIR, checkpoint_name
+from clusterlm.checkpoint.layout import (
+    CHECKPOINTS_DIR,
+    LATEST_FILE,
+    checkpoint_name,
+    checkpoint_steps,
+    latest_checkpoint,
+)
 from clusterlm.config.model import ModelConfig
 from clusterlm.fsio import atomic_dir, atomic_write_text, fsync_dir
 
@@ -47,20 +53,11 @@ class CheckpointStore:
     # -- discovery ---------------------------------------------------------------------------
     def steps(self) -> list[int]:
         """Steps of the complete checkpoints present (hidden temp dirs excluded), ascending."""
-        if not self.root.is_dir():
-            return []
-        found = (STEP_DIR.match(p.name) for p in self.root.iterdir() if p.is_dir())
-        return sorted(int(m.group(1)) for m in found if m)
+        return checkpoint_steps(self.run_dir)
 
     def latest(self) -> Path | None:
         """The checkpoint `latest` names; if the pointer is missing or stale, the newest one."""
-        pointer = self.run_dir / LATEST_FILE
-        if pointer.is_file():
-            name = pointer.read_text(encoding="utf-8", errors="replace").strip()
-            if STEP_DIR.match(name) and (self.root / name).is_dir():
-                return self.root / name
-        steps = self.steps()
-        return self.root / checkpoint_name(steps[-1]) if steps else None
+        return latest_checkpoint(self.run_dir)
 
     def remove_stale_temporaries(self) -> int:
         """Delete leftovers of a save, pointer update or atomic write that was killed midway: hidden
@@ -149,7 +146,8 @@ class CheckpointStore:
     def prune(self) -> list[int]:
         """Delete the oldest checkpoints beyond `keep_last` (never the one `latest` names)."""
         latest = self.latest()
-        doomed = self.steps()[: max(0, len(self.steps()) - self.keep_last)]
+        steps = self.steps()
+        doomed = steps[: max(0, len(steps) - self.keep_last)]
         removed = []
         for step in doomed:
             path = self.root / checkpoint_name(step)

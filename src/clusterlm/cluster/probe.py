@@ -29,8 +29,7 @@ from clusterlm.cluster.measured import ProbeResult, cpu_count, cpu_model, probe_
 from clusterlm.errors import DistributedError
 from clusterlm.runtime.measure import measure_matmul_flops
 from clusterlm.runtime.measure import synchronize as _sync
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from clusterlm.runtime.precision import DTYPES
 
 
 def _time(fn, min_seconds: float, device: torch.device, min_reps: int = 3, sample_s: float = 0.02,
@@ -255,7 +254,7 @@ def probe(device: str = "cpu", *, quick: bool = False, disk_dir: str | Path | No
     n = 512 if quick else 1024
     for key in ("fp32", "bf16"):
         size = n if key == "fp32" else min(n, 512)
-        a = torch.randn(size, size, dtype=_DTYPES[key], device=dev)
+        a = torch.randn(size, size, dtype=DTYPES[key], device=dev)
         res.matmul_flops[key] = 2.0 * size**3 / _time(lambda a=a: torch.matmul(a, a), secs, dev)
     sizes = (64, 128, 256, 512) if quick else (64, 128, 256, 512, 1024)
     res.gemm_table = measure_gemm_table(torch.float32, device, sizes=sizes, min_seconds=secs / 2)

@@ -1,4 +1,5 @@
-"""The ranges every numeric config key must lie in, in one place (docs/configuration.md lists them).
+"""The ranges every numeric config key must lie in, in one place (docs/training.md lists them
+under "Limits and validation rules").
 
 Lower bounds say what makes sense at all (a size ≥ 1, a learning rate > 0); upper bounds are far
 above every published model (GPT-3 has d_model 12,288 and a 2,048 context; Llama 3.1 a 131,072

@@ -33,7 +33,6 @@ from clusterlm.config.pipeline import split_layers
 from clusterlm.errors import DistributedError
 
 MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "tp")
-RECOMPUTE_MODES = ("none", "selective", "full")
 PP_SCHEDULES = ("gpipe", "1f1b", "interleaved_1f1b")
 
 
@@ -87,15 +86,16 @@ class ParallelPlan:
     micro_batch: int = 1  # sequences per micro-batch per data-parallel rank
     grad_accum: int = 1  # micro-batches per optimizer step per rank
     interleave: int = 1  # virtual pipeline stages per rank
-    recompute: str = "none"  # none | selective | full (activation checkpointing of whole blocks)
+    recompute: str = "none"  # none | full (activation checkpointing of whole blocks)
     fsdp_reshard_after_forward: str = "default"
     pp_schedule: str = "1f1b"
     stage_layers: tuple[int, ...] | None = None  # explicit layers per stage (pp · interleave entries)
 
     @classmethod
-    def resolve(cls, cfg: ParallelConfig, world_size: int, *, micro_batch: int = 1, grad_accum: int = 1,
+    def resolve(cls, cfg: ParallelConfig, world_size: int, *, micro_batch: int = 1,
                 recompute: str = "none") -> ParallelPlan:
-        """Resolve `dp_shard = -1` and check the degrees multiply to `world_size`."""
+        """Resolve `dp_shard = -1` and check the degrees multiply to `world_size` (grad_accum stays 1:
+        it depends on the data-parallel degree resolved here; see `config.run.parallel_plan`)."""
         if world_size < 1:
             raise DistributedError(f"world size must be ≥ 1, got {world_size}")
         fixed = cfg.dp_replicate * cfg.tp * cfg.pp
@@ -118,7 +118,7 @@ class ParallelPlan:
                     "to fill the rest)"
                 )
         stage_layers = tuple(cfg.pp_stage_layers) if cfg.pp_stage_layers is not None else None
-        plan = cls(cfg.dp_replicate, dp_shard, cfg.tp, cfg.pp, micro_batch=micro_batch, grad_accum=grad_accum,
+        plan = cls(cfg.dp_replicate, dp_shard, cfg.tp, cfg.pp, micro_batch=micro_batch,
                    interleave=cfg.pp_virtual_stages, recompute=recompute,
                    fsdp_reshard_after_forward=cfg.fsdp_reshard_after_forward, pp_schedule=cfg.pp_schedule,
                    stage_layers=stage_layers)
@@ -198,8 +198,9 @@ class ParallelPlan:
         """Everything about this layout that can be checked before any process starts."""
         self.check_model(model, seq_len)
         self.check_pipeline(model)
-        if self.recompute not in RECOMPUTE_MODES:
-            raise DistributedError(f"recompute must be one of {', '.join(RECOMPUTE_MODES)}, got {self.recompute!r}")
+        if self.recompute not in ("none", "full"):  # the planner's "selective" has no trainer implementation
+            raise DistributedError(f"recompute must be none or full (train.activation_checkpointing), "
+                                   f"got {self.recompute!r}")
         if precision == "fp16" and (self.fsdp or self.tp > 1 or self.pp > 1):
             raise DistributedError(
                 f"train.precision=fp16 with {self.describe()}: fp16 needs a gradient scaler that sees every "

@@ -87,8 +87,6 @@ def _explicit(n_layer: int, pp: int, interleave: int, chunks: tuple[int, ...]) -
     if min(chunks) < 0 or (inner and min(inner) < 1):
         raise ConfigError("--stage-layers entries must be ≥ 1 (only the first and last stage may be 0, "
                           "holding just the embedding or the output layer)")
-    if n > 1 and chunks[0] == 0 and chunks[-1] == 0 and n == 2:
-        raise ConfigError("--stage-layers: two stages cannot both be empty")
     return StageSplit(chunks, pp, "explicit")
 
 

@@ -106,7 +106,7 @@ def verdict(directory: Path) -> tuple[Verdict, Owner | None]:
         return "other_host", owner
     if owner.pid == me.pid and abs(owner.start_time - me.start_time) <= _START_TIME_SLACK_S:
         return "mine", owner
-    if _lock_held(Path(directory) / LOCK_NAME) or _running(owner):
+    if _lock_held(Path(directory) / LOCK_NAME) or running(owner.pid, owner.start_time):
         return "alive", owner
     return "dead", owner
 
@@ -126,15 +126,17 @@ def _lock_held(path: Path) -> bool:
     return False
 
 
-def _running(owner: Owner) -> bool:
+def running(pid: int, start_time: float | None) -> bool:
+    """True if process `pid` runs (not a zombie) and started at `start_time` (psutil's
+    `create_time`; None: any start time, for records that have none)."""
     try:
-        proc = psutil.Process(owner.pid)
+        proc = psutil.Process(pid)
         start, zombie = proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
     except psutil.Error:  # e.g. access denied: it exists, so assume it is the owner
         return True
-    return not zombie and abs(start - owner.start_time) <= _START_TIME_SLACK_S
+    return not zombie and (start_time is None or abs(start - start_time) <= _START_TIME_SLACK_S)
 
 
 def _lock_soon(fd: int, tries: int = 50, wait_s: float = 0.1) -> bool:

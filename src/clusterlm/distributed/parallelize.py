@@ -41,8 +41,7 @@ from clusterlm.config.parallel import ParallelConfig
 from clusterlm.distributed.comm_stats import DDPHookState, FunctionalCollectiveTap, ddp_comm_hook, fsdp_comms
 from clusterlm.errors import ConfigError, DistributedError
 from clusterlm.runtime.mesh import Layout
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from clusterlm.runtime.precision import DTYPES
 
 
 @dataclass
@@ -105,7 +104,7 @@ def parallelize(model: nn.Module, layout: Layout, parallel: ParallelConfig, devi
     if plan.fsdp:
         dp_mesh = mesh["dp_replicate", "dp_shard"] if plan.dp_replicate > 1 else mesh["dp_shard"]
         apply_fsdp(model, dp_mesh, param_dtype=_fsdp_param_dtype(parallel.fsdp_param_dtype, precision),
-                   reduce_dtype=_DTYPES[parallel.fsdp_reduce_dtype],
+                   reduce_dtype=DTYPES[parallel.fsdp_reduce_dtype],
                    reshard_after_forward=parallel.fsdp_reshard_after_forward, prefetch=parallel.fsdp_prefetch,
                    recorder=recorder)
         return Parallelized(model, "fsdp", plan.tp > 1, recorder)
@@ -220,8 +219,8 @@ def apply_fsdp(model: nn.Module, dp_mesh: Any, *, param_dtype: torch.dtype | Non
 def _fsdp_param_dtype(setting: str, train_precision: str) -> torch.dtype | None:
     """None means FSDP2 keeps parameters in their own dtype (fp32)."""
     if setting == "auto":
-        return _DTYPES[train_precision] if train_precision in ("bf16", "fp16") else None
-    return None if setting == "fp32" else _DTYPES[setting]
+        return DTYPES[train_precision] if train_precision in ("bf16", "fp16") else None
+    return None if setting == "fp32" else DTYPES[setting]
 
 
 # ------------------------------------------------------------------------------------ DDP
@@ -232,7 +231,7 @@ def apply_ddp(model: nn.Module, group: Any, device: torch.device, *, bucket_mb: 
         model, device_ids=[device.index] if device.type == "cuda" else None, process_group=group,
         bucket_cap_mb=bucket_mb, gradient_as_bucket_view=True,
     )
-    compress = _DTYPES.get(compression) if compression != "none" else None
+    compress = DTYPES.get(compression) if compression != "none" else None
     if compress is not None or recorder is not None:
         ddp.register_comm_hook(DDPHookState(group, recorder, compress), ddp_comm_hook)
     return ddp

@@ -22,7 +22,8 @@ from clusterlm.runtime.measure import cpu_matmul_speeds
 # its matmuls are clearly faster than fp32 ones.
 CPU_BF16_MIN_SPEEDUP = 1.5
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The torch dtype of each precision name (train.precision, the FSDP and compression dtypes, peak FLOPs).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Precision:
 
     @property
     def dtype(self) -> torch.dtype:
-        return _DTYPES[self.name]
+        return DTYPES[self.name]
 
     @property
     def uses_autocast(self) -> bool:

@@ -83,6 +83,7 @@ class Process:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # ranks on this host (torchrun's LOCAL_WORLD_SIZE, or Slurm's tasks per node)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None  # None: no process group
     restart_count: int = 0
@@ -116,9 +117,9 @@ def join(parallel: ParallelConfig, device_spec: str = "auto", env: LaunchEnv | N
         dist.init_process_group(backend=backend, store=store, timeout=timeout, rank=env.rank,
                                 world_size=env.world_size, **kwargs)
     control = None if backend == "gloo" else dist.new_group(backend="gloo", timeout=timeout)
-    return Process(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank, device=device,
-                   backend=backend, restart_count=env.restart_count,
-                   collectives=Collectives(env.rank, env.world_size, control))
+    return Process(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank,
+                   local_world_size=env.local_world_size, device=device, backend=backend,
+                   restart_count=env.restart_count, collectives=Collectives(env.rank, env.world_size, control))
 
 
 def shutdown() -> None:
@@ -137,5 +138,5 @@ def cpu_threads_per_rank(process: Process, environ: dict[str, str] | None = None
     env = os.environ if environ is None else environ
     if not process.distributed or process.device.type != "cpu" or "OMP_NUM_THREADS" in env:
         return None
-    local = int(env.get("LOCAL_WORLD_SIZE") or env.get("SLURM_NTASKS_PER_NODE") or process.world_size)
-    return process.collectives.decide_on_main(lambda: max(1, (os.cpu_count() or 1) // max(1, local)))
+    local = max(1, process.local_world_size)
+    return process.collectives.decide_on_main(lambda: max(1, (os.cpu_count() or 1) // local))

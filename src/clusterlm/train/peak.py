@@ -19,6 +19,7 @@ import torch
 from clusterlm.cluster.catalog import peak_flops_for_device
 from clusterlm.fsio import atomic_write_json
 from clusterlm.runtime.measure import measure_matmul_flops
+from clusterlm.runtime.precision import DTYPES
 
 PEAK_CACHE_FILE = "peak_flops.json"
 
@@ -63,7 +64,7 @@ def device_peak_flops(device: torch.device, dtype: str, cache_dir: str | Path | 
             cached = {}
         if isinstance(cached.get(key), (int, float)) and cached[key] > 0:
             return PeakFlops(float(cached[key]), "cached", name, dtype)
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    torch_dtype = DTYPES[dtype]
     n = measure_n if device.type != "cuda" else max(measure_n, 4096)
     flops = measure_matmul_flops(torch_dtype, device, n=n)  # leaves the run's RNG untouched
     if cache is not None and os.access(cache.parent, os.W_OK):

@@ -58,6 +58,17 @@ def test_run_dir_resolves_to_latest(tmp_path):
         resolve_checkpoint(tmp_path)
 
 
+def test_a_run_dirs_latest_pointer_never_leaves_its_checkpoints(tmp_path):
+    _saved(tmp_path, name="step-9999999")
+    _, newest = _saved(tmp_path, name="step-10000000")  # more digits: newer by step, not by name
+    run = tmp_path / "run"
+    _saved(tmp_path, name="outside")  # RUN/checkpoints/outside is no step dir
+    (run / "latest").write_text("../checkpoints/outside\n")
+    assert resolve_checkpoint(run) == newest  # the pointer is ignored, the highest step wins
+    (run / "latest").write_text("outside\n")
+    assert resolve_checkpoint(run) == newest
+
+
 def test_truncated_weights_are_a_checkpoint_error(tmp_path):
     _, ckpt = _saved(tmp_path)
     weights = ckpt / "model.safetensors"

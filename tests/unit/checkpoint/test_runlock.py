@@ -10,16 +10,17 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
-from clusterlm.checkpoint.runlock import LOCK_FILE, RunLock, process_start
+from clusterlm.checkpoint.runlock import LOCK_FILE, RunLock
 from clusterlm.errors import RunLockedError
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def _write_holder(run_dir, **fields):
-    holder = {"host": "vm", "pid": 1, "pid_start": None, "started": "2020-01-01T00:00:00", "token": "t"} | fields
+    holder = {"host": "vm", "pid": 1, "start_time": None, "started": "2020-01-01T00:00:00", "token": "t"} | fields
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / LOCK_FILE).write_text(json.dumps(holder))
     return holder
@@ -28,7 +29,7 @@ def _write_holder(run_dir, **fields):
 def test_a_second_writer_is_refused_with_the_holders_name(tmp_path):
     with RunLock(tmp_path / "run") as first:
         record = json.loads((tmp_path / "run" / LOCK_FILE).read_text())
-        assert record["pid"] == os.getpid() and record["pid_start"] == process_start(os.getpid())
+        assert record["pid"] == os.getpid() and record["start_time"] == psutil.Process().create_time()
         with pytest.raises(RunLockedError, match=rf"in use by another trainer: pid {os.getpid()} on "):
             RunLock(tmp_path / "run").acquire()
         assert first.holder is not None
@@ -41,11 +42,18 @@ def test_a_live_process_on_this_host_holds_it(tmp_path):
     try:
         import socket
 
-        _write_holder(tmp_path, host=socket.gethostname(), pid=child.pid, pid_start=process_start(child.pid))
+        start = psutil.Process(child.pid).create_time()
+        _write_holder(tmp_path, host=socket.gethostname(), pid=child.pid, start_time=start)
+        with pytest.raises(RunLockedError, match=f"pid {child.pid}"):
+            RunLock(tmp_path).acquire()
+        # a lock written before `start_time` (clock ticks in `pid_start`): the pid alone decides
+        legacy = _write_holder(tmp_path, host=socket.gethostname(), pid=child.pid, pid_start=12345)
+        del legacy["start_time"]
+        (tmp_path / LOCK_FILE).write_text(json.dumps(legacy))
         with pytest.raises(RunLockedError, match=f"pid {child.pid}"):
             RunLock(tmp_path).acquire()
         # the same pid with another start time is a reused pid: the holder is gone
-        _write_holder(tmp_path, host=socket.gethostname(), pid=child.pid, pid_start=1)
+        _write_holder(tmp_path, host=socket.gethostname(), pid=child.pid, start_time=1.0)
         RunLock(tmp_path).acquire().release()
     finally:
         child.kill()
@@ -61,6 +69,21 @@ def test_a_dead_holder_on_this_host_is_taken_over(tmp_path):
     assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
     lock.release()
     assert not list(tmp_path.iterdir())  # no stale copies or temporaries left behind
+
+
+def test_a_zombie_holder_on_this_host_is_gone(tmp_path):
+    import socket
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        proc = psutil.Process(child.pid)
+        start = proc.create_time()
+        while proc.status() != psutil.STATUS_ZOMBIE:  # exited, not yet reaped (no poll(): it would reap)
+            time.sleep(0.01)
+        _write_holder(tmp_path, host=socket.gethostname(), pid=child.pid, start_time=start)
+        RunLock(tmp_path).acquire().release()
+    finally:
+        child.wait()
 
 
 def test_another_hosts_lock_is_live_until_its_heartbeat_stops(tmp_path):
@@ -96,8 +119,7 @@ def test_an_unreadable_recent_lock_is_not_broken(tmp_path):
     RunLock(tmp_path).acquire().release()
 
 
-def test_a_failed_acquire_leaves_no_directory_behind(tmp_path):
-    _write_holder(tmp_path / "run", host="elsewhere")
+def test_release_removes_the_run_dir_it_created(tmp_path):
     lock = RunLock(tmp_path / "fresh")
     lock.acquire()
     lock.release()

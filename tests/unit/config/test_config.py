@@ -64,3 +64,15 @@ def test_override_into_scalar_is_error():
 
 def test_defaults_validate():
     assert isinstance(RunConfig(), RunConfig)
+
+
+def test_the_trainers_plan_recomputes_whole_blocks_or_nothing():
+    from clusterlm.config.model import ModelConfig
+    from clusterlm.config.parallel import ParallelPlan
+    from clusterlm.errors import DistributedError
+
+    model = ModelConfig(preset="tiny")
+    for mode in ("none", "full"):
+        assert ParallelPlan(recompute=mode).check(model, 32).recompute == mode
+    with pytest.raises(DistributedError, match=r"recompute must be none or full .*'selective'"):
+        ParallelPlan(recompute="selective").check(model, 32)  # the planner's mode: nothing would recompute
