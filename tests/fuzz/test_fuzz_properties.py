@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import math
+import operator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +32,7 @@ NUMERIC_KEYS = [
     "model.rope_theta", "model.init_std", "parallel.dp_replicate", "parallel.dp_shard", "parallel.tp", "parallel.pp",
     "parallel.timeout_s", "parallel.ddp_bucket_mb", "parallel.fsdp_prefetch", "parallel.pp_virtual_stages",
 ]
+_WITHIN = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}  # annotated_types bounds
 
 
 @FAST
@@ -45,8 +47,13 @@ def test_any_config_number_is_accepted_in_range_or_a_config_error(key, value):
     accepted = getattr(getattr(cfg, section), name)
     if isinstance(accepted, float):
         assert math.isfinite(accepted)
-    if isinstance(accepted, int) and not isinstance(accepted, bool):
-        assert -1 <= accepted <= max(L.SEED_MAX, L.MAX_STEPS)
+    if isinstance(accepted, (int, float)) and not isinstance(accepted, bool):
+        # The key's own bounds, as its schema declares them from config/limits.py.
+        for bound in type(getattr(cfg, section)).model_fields[name].metadata:
+            for attr, within in _WITHIN.items():
+                limit = getattr(bound, attr, None)
+                if limit is not None:
+                    assert within(accepted, limit), (key, accepted, bound)
 
 
 @FAST

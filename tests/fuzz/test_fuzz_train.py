@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from fuzzhelp import TINY, assert_one_error, copy_run, run_cli, tree_sha256
+from fuzzhelp import TINY, assert_one_error, run_cli, tree_sha256
 
 from clusterlm.checkpoint.runlock import RunLock
 
@@ -73,7 +73,7 @@ def _train(capfd, ws, run, *extra):
 
 
 def test_a_second_trainer_on_a_live_run_dir_is_refused_naming_the_holder(ws, capfd, tmp_path):
-    run = copy_run(ws / "gpt", tmp_path / "run")
+    run = shutil.copytree(ws / "gpt", tmp_path / "run")
     with RunLock(run) as holder:  # a trainer of this process holds it
         before = tree_sha256(run)
         code, _, err = _train(capfd, ws, run, "train.max_steps=6")
@@ -97,7 +97,7 @@ def test_leftovers_of_a_run_without_checkpoints_are_not_overwritten(ws, capfd, t
 
 
 def test_stale_temporaries_are_cleaned_on_start(ws, capfd, tmp_path):
-    run = copy_run(ws / "gpt", tmp_path / "run")
+    run = shutil.copytree(ws / "gpt", tmp_path / "run")
     leftovers = [run / "checkpoints" / ".step-0000006.tmp", run / ".latest.abc123.tmp", run / ".config.yaml.x1.tmp"]
     leftovers[0].mkdir()
     for path in leftovers[1:]:
@@ -148,7 +148,7 @@ PT_CASES = {
 @pytest.mark.parametrize("case", list(PT_CASES))
 def test_tampered_train_state_pt_never_resumes(ws, capfd, tmp_path, case):
     edit, words = PT_CASES[case]
-    run = copy_run(ws / "gpt", tmp_path / "run")
+    run = shutil.copytree(ws / "gpt", tmp_path / "run")
     _tamper_pt(run, edit)
     before = tree_sha256(run)
     code, _, err = _train(capfd, ws, run, "train.max_steps=6")
@@ -174,7 +174,7 @@ def _tamper_dcp(run, case):
 @pytest.mark.parametrize("case, words", [("index garbage", ".metadata"), ("shard truncated", "cannot load"),
                                          ("json not json", "train_state.json"), ("schedule garbage", "decay_start")])
 def test_tampered_dcp_checkpoints_never_resume_and_print_one_line(ws, capfd, tmp_path, case, words):
-    run = copy_run(ws / "dcp", tmp_path / "run")
+    run = shutil.copytree(ws / "dcp", tmp_path / "run")
     _tamper_dcp(run, case)
     before = tree_sha256(run)
     code, _, err = _train(capfd, ws, run, "train.max_steps=6")

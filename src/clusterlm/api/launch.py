@@ -13,7 +13,6 @@ must fit that cluster's accelerators.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,16 +27,9 @@ from clusterlm.cluster.spec import load_cluster
 from clusterlm.cluster.workload import Workload
 from clusterlm.config.parallel import ParallelPlan
 from clusterlm.config.run import RunConfig, load_run_config, parallel_plan
-from clusterlm.distributed.launch import LaunchSpec, sbatch_script, torchrun_commands
-from clusterlm.distributed.slurm_submit import (
-    SlurmJob,
-    check_time_budget,
-    measured_step_time_s,
-    preflight,
-    resolve_options,
-    write_job,
-)
-from clusterlm.errors import ConfigError, OutputExistsError, UsageError
+from clusterlm.distributed.launch import LaunchSpec, torchrun_commands
+from clusterlm.distributed.slurm_submit import SlurmJob, measured_step_time_s, resolve_options, write_job
+from clusterlm.errors import ConfigError, UsageError
 from clusterlm.train.metrics import METRICS_FILE, read_metrics
 
 # Job options that come from flags or a --slurm-config file (flags win).
@@ -144,7 +136,7 @@ def commands(launch: Launch) -> list[list[str]]:
 
 def run_local(launch: Launch) -> int:
     """Run the torchrun command(s) here (several nodes become agents on 127.0.0.1); worst exit status."""
-    procs = [subprocess.Popen([torchrun_path(), *cmd[1:]]) for cmd in commands(launch)]
+    procs = [subprocess.Popen([launch.spec.torchrun, *cmd[1:]]) for cmd in commands(launch)]
     status = 0
     try:
         for proc in procs:
@@ -175,16 +167,11 @@ def slurm(launch: Launch, *, out: str | Path | None = None, submit: bool = False
         source = f"measured in {cfg.train.out_dir}"
     script = Path(out or f"{spec.job_name}.sbatch")
     submit = submit or (run and shutil.which("sbatch") is not None)
-    if dry_run:
-        if script.exists() and not overwrite:
-            raise OutputExistsError(f"{script} exists; pass --overwrite to replace it")
-        check_time_budget(spec, cfg.train.ckpt_every, step_time_s, source)
-        if submit:
-            preflight(spec)
-        return SlurmOutcome(script, None, sbatch_script(spec))
     job = write_job(spec, script, ckpt_every=cfg.train.ckpt_every, step_time_s=step_time_s,
-                    step_time_source=source, overwrite=overwrite, submit=submit)
+                    step_time_source=source, overwrite=overwrite, submit=submit, dry_run=dry_run)
+    if dry_run:
+        return SlurmOutcome(script, None, job.text)
     status = 0
     if job.job_id is None and run:  # no Slurm here: the script's loopback branch runs the nodes on this machine
-        status = subprocess.call(["bash", str(script)], env={**os.environ, "TORCHRUN": torchrun_path()})
-    return SlurmOutcome(script, job, sbatch_script(spec), status)
+        status = subprocess.call(["bash", str(script)])  # its TORCHRUN defaults to spec.torchrun
+    return SlurmOutcome(script, job, job.text, status)

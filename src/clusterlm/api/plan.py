@@ -78,8 +78,7 @@ def plan(req: PlanRequest, *, search: bool = False, top: int = 5, chart: str | P
         _check_emittable(out, Path(emit), overwrite)
     chart = chart or (Path(emit) / "plan.png" if emit else None) or ("plan.png" if search else None)
     if emit is not None:
-        out.emitted = write_emit(out.best, emit, resolved.base_run, overwrite=overwrite,
-                                 cluster_ref=_cluster_ref(req))
+        out.emitted = write_emit(out.best, emit, resolved.base_run, cluster_ref=_cluster_ref(req))
     if chart and shown:
         out.chart = plan_chart(shown, chart, out.bands)
     return out
@@ -132,12 +131,11 @@ def run_config_from_plan(est: Estimate, base_run: RunConfig | None = None) -> di
     return out
 
 
-def write_emit(est: Estimate, directory: str | Path, base_run: RunConfig | None = None, overwrite: bool = False,
+def write_emit(est: Estimate, directory: str | Path, base_run: RunConfig | None = None,
                cluster_ref: str | None = None) -> Path:
-    """Write config.yaml, plan.json, launch.sh (torchrun) and job.sbatch (Slurm) into `directory`."""
+    """Write config.yaml, plan.json, launch.sh (torchrun) and job.sbatch (Slurm) into `directory`,
+    replacing what is there (`_check_emittable` has refused a non-empty one without --overwrite)."""
     out = Path(directory)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
     cfg = run_config_from_plan(est, base_run)
     n = est.num_gpus
     gpn = min(est.cluster.gpus_per_node, n)
@@ -153,7 +151,7 @@ def write_emit(est: Estimate, directory: str | Path, base_run: RunConfig | None 
     plan_json = {**planner.to_json(est), "executable": True, "cluster_spec": cluster_ref}
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        (tmp / PLAN_FILE).write_text(json.dumps(plan_json, indent=2, default=json_default) + "\n", encoding="utf-8")
+        (tmp / PLAN_FILE).write_text(json.dumps(plan_json, indent=2) + "\n", encoding="utf-8")
         (tmp / "launch.sh").write_text("\n".join(launch), encoding="utf-8")
         (tmp / "job.sbatch").write_text(sbatch_script(spec), encoding="utf-8")
         for script in ("launch.sh", "job.sbatch"):
@@ -175,12 +173,6 @@ def to_json(result: PlanResult) -> dict[str, Any]:
             "not_executable": [{**planner.to_json(e, result.bands), "not_executable_reason": why}
                                for e, why in s.not_executable]}
     return payload
-
-
-def json_default(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    raise TypeError(type(obj).__name__)
 
 
 def validation_json() -> dict[str, Any]:

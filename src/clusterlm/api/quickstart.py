@@ -25,7 +25,7 @@ from clusterlm.config.run import RunConfig
 from clusterlm.data import corpus
 from clusterlm.data.loader import Dataset
 from clusterlm.data.prepare import prepare_dataset
-from clusterlm.errors import CheckpointError, ClusterLMError, OutputExistsError, UsageError
+from clusterlm.errors import CheckpointError, ClusterLMError, ConfigError, OutputExistsError, UsageError
 from clusterlm.eval.compression import compressed_bits_per_byte, split_text
 from clusterlm.generate.generator import GenerationSettings, generate_text
 from clusterlm.generate.sampling import SamplingSettings
@@ -47,6 +47,8 @@ def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PRO
     `on_sample` the sample's text pieces as they are generated (the prompt first)."""
     require_text(prompt, "--prompt")  # checked before minutes of work, not after
     check_range("--max-new-tokens", max_new_tokens, 0, L.MAX_SEQ_LEN)
+    if not cfg.data.dir:
+        raise ConfigError("data.dir must name where the quickstart dataset goes")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     data_dir, reused = prepare_or_reuse(cfg.data, quiet=not progress, say=say, fresh=fresh)
@@ -90,7 +92,7 @@ def quickstart(cfg: RunConfig, *, fresh: bool = False, prompt: str = DEFAULT_PRO
         "val_tokens": v["tokens"], "train_loss": tr["loss"], "generalization_gap": v["loss"] - tr["loss"],
         "held_out_bytes": len(held_out), "gzip_bits_per_byte": baselines["gzip -9"],
         "xz_bits_per_byte": baselines["xz -9e"], "sample_prompt": prompt, "sample": sample,
-        "plots": str(run_dir / "plots" / "loss.png"), "metrics": str(run_dir / "metrics.jsonl"), "seconds": seconds,
+        "plots": str(run_dir / "plots" / "loss.png"), "metrics": str(run_dir / METRICS_FILE), "seconds": seconds,
     }
 
 

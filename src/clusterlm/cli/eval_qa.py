@@ -17,7 +17,7 @@ from clusterlm.cli.eval_translate import add_eval_arguments, check_eval_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_eval_arguments(parser)
+    add_eval_arguments(parser, max_new_tokens=64)
     parser.add_argument("--documents", help="retrieval index (JSONL {document, answer}): adds the baseline")
 
 
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_eval_arguments(args)
     report = api.eval_qa(args.checkpoint, args.data, documents=args.documents, limit=args.limit,
-                         max_new_tokens=args.max_new_tokens or 64, device=args.device,
+                         max_new_tokens=args.max_new_tokens, device=args.device,
                          predictions=args.predictions, overwrite=args.overwrite, progress=progress(args))
     print_report(report, {"exact_match": "EM", "f1": "F1"}, args.json)
     return 0

@@ -17,12 +17,14 @@ import json
 import sys
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by eval-translate and eval-qa."""
+def add_eval_arguments(parser: argparse.ArgumentParser, max_new_tokens: int | None = None) -> None:
+    """Arguments shared by eval-translate and eval-qa; `max_new_tokens` is the --max-new-tokens default
+    (None: min(256, context))."""
     parser.add_argument("checkpoint", metavar="RUN", help="fine-tuned run dir or checkpoint dir")
     parser.add_argument("--data", required=True, help="held-out records (JSONL)")
     parser.add_argument("--limit", type=int, help="score N records spread over the file (default: all)")
-    parser.add_argument("--max-new-tokens", type=int, help="longest reply (default: min(256, context))")
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                        help=f"longest reply (default: {max_new_tokens or 'min(256, context)'})")
     parser.add_argument("--predictions", help="write every output to this JSONL file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --predictions file")
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto (default: cpu)")

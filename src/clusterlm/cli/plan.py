@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     result = api.plan(from_namespace(args), search=args.search, top=args.top, chart=args.chart, emit=args.emit,
                       overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(api.to_json(result), indent=2, default=api.json_default))
+        print(json.dumps(api.to_json(result), indent=2))
     else:
         _print_plan(args, result)
     return 0 if result.fits else 1

@@ -137,19 +137,24 @@ def submit_script(script: Path, runner: Runner = run_command) -> str:
 @dataclass
 class SlurmJob:
     script: Path
-    job_id: str | None  # None when only written
+    job_id: str | None  # None when only written (or, for a dry run, not even that)
+    text: str = ""  # the batch script
 
 
 def write_job(spec: LaunchSpec, script: Path, *, ckpt_every: int, step_time_s: float | None = None,
               step_time_source: str = "", overwrite: bool = False, submit: bool = False,
-              runner: Runner = run_command) -> SlurmJob:
+              dry_run: bool = False, runner: Runner = run_command) -> SlurmJob:
     """Check, write and (with `submit`) submit a batch script. Every check runs before the
-    script is written, so a refused job leaves nothing behind."""
+    script is written, so a refused job leaves nothing behind; `dry_run` stops after the checks
+    (nothing written or submitted) and returns the script text only."""
     if script.exists() and not overwrite:
         raise OutputExistsError(f"{script} exists; pass --overwrite to replace it")
     check_time_budget(spec, ckpt_every, step_time_s, step_time_source)
     if submit:
         preflight(spec, runner)
-    atomic_write_text(script, sbatch_script(spec))
+    text = sbatch_script(spec)
+    if dry_run:
+        return SlurmJob(script, None, text)
+    atomic_write_text(script, text)
     script.chmod(0o755)
-    return SlurmJob(script, submit_script(script, runner) if submit else None)
+    return SlurmJob(script, submit_script(script, runner) if submit else None, text)

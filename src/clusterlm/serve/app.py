@@ -36,7 +36,7 @@ from clusterlm.data.chat import REPLY_STOPS, render_chat
 from clusterlm.errors import UsageError
 from clusterlm.generate.engine import context_limit
 from clusterlm.serve.completion import (DEFAULT_COMPLETION_TOKENS, Choice, Delta, Limits, check_prompt, prepare_choices,
-                                        resolve_max_tokens, stream_choices)
+                                        release_choices, resolve_max_tokens, stream_choices)
 from clusterlm.serve.errors import ApiError, BearerAuth, install_error_handlers, internal_error, read_body
 from clusterlm.serve.protocol import ChatCompletionRequest, CompletionRequest, parse
 from clusterlm.serve.responses import ResponseFormat, sse, usage
@@ -152,7 +152,7 @@ class Endpoints:
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             return ReleasingStream(events(fmt, deltas, choices, include_usage),
-                                   release=lambda: release(self.scheduler, choices))
+                                   release=lambda: release_choices(self.scheduler, choices))
         texts: dict[int, str] = {}
         logprobs: dict[int, list] = {}
 
@@ -188,13 +188,6 @@ async def events(fmt: ResponseFormat, deltas: AsyncIterator[Any], choices: list[
         log.exception("a streamed generation failed")
         yield sse(internal_error(exc).body())
     yield sse("[DONE]")
-
-
-def release(scheduler: Scheduler, choices: list[Choice]) -> None:
-    """Cancel every choice still running (idempotent)."""
-    for choice in choices:
-        if choice.finish_reason is None and choice.ticket is not None:
-            scheduler.cancel(choice.ticket)
 
 
 async def until_disconnected(request: Request, work: Any) -> bool:

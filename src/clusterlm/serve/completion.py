@@ -135,9 +135,14 @@ async def stream_choices(scheduler: Scheduler, choices: list[Choice],
             if delta.text or delta.finish_reason:
                 yield delta
     finally:
-        for choice in choices:  # the consumer left early: free every slot still held
-            if choice.finish_reason is None and choice.ticket is not None:
-                scheduler.cancel(choice.ticket)
+        release_choices(scheduler, choices)  # the consumer left early: free every slot still held
+
+
+def release_choices(scheduler: Scheduler, choices: list[Choice]) -> None:
+    """Cancel every choice still running (idempotent)."""
+    for choice in choices:
+        if choice.finish_reason is None and choice.ticket is not None:
+            scheduler.cancel(choice.ticket)
 
 
 def _apply(choice: Choice, event: TokenEvent) -> Delta:

@@ -43,7 +43,7 @@ class _Generation(_Strict):
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # Refused unless neutral (see `refuse_unsupported`).
+    # Refused unless neutral (see `unsupported()`).
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None

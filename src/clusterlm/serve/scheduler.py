@@ -51,12 +51,10 @@ class Ticket:
 class Scheduler:
     def __init__(self, model: nn.Module, max_batch: int):
         self.engine = DecodeEngine(model, max_batch=max_batch)
-        self.max_batch = max_batch
         self._inbox: queue.SimpleQueue[tuple[str, Ticket | None]] = queue.SimpleQueue()
         self._tickets: dict[int, Ticket] = {}  # engine sequence id → ticket (decode thread only)
         self._thread: threading.Thread | None = None
         self.peak_batch = 0  # the most rows one step has decoded (for tests and logs)
-        self.submitted = 0
         self.finished: Counter[str] = Counter()  # sequences ended, by finish reason ("cancelled": freed early)
 
     # --- the HTTP side -------------------------------------------------------------------
@@ -76,7 +74,6 @@ class Scheduler:
         if self._thread is None:  # an app run without its lifespan (some test clients, some servers)
             self.start()
         ticket = Ticket(prompt_ids, settings, top_logprobs, deliver)
-        self.submitted += 1
         self._inbox.put(("add", ticket))
         return ticket
 

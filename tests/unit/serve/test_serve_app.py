@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,13 +12,12 @@ import time
 import httpx
 import pytest
 import torch
+from serve_harness import free_port, tiny_model
 
 from clusterlm.cli.main import main, verb_parser
 from clusterlm.data.tokenizer import EOS_TOKEN
 from clusterlm.generate.generator import GenerationSettings, generate_ids, generate_text
 from clusterlm.generate.sampling import SamplingSettings
-from clusterlm.model.build import build_model
-from clusterlm.config.model import ModelConfig
 from clusterlm.generate.text import first_stop, partial_stop_length
 
 PROMPT = "hello world"
@@ -28,12 +26,7 @@ LIMIT = 48  # the test server's --max-new-tokens-limit
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    # A larger init spreads the logits, so greedy decoding wanders instead of repeating one token.
-    cfg = ModelConfig(style="llama", n_layer=2, n_head=4, n_kv_head=2, d_model=32,
-                      vocab_size=tokenizer.get_vocab_size(), max_seq_len=64, init_std=0.2)
-    model = build_model(cfg)
-    model.init_weights(seed=3)
-    return model.eval()
+    return tiny_model(tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +206,6 @@ def test_a_failure_mid_stream_ends_it_with_an_error_event_and_done(model, tokeni
 
 def test_a_recurrent_checkpoint_is_served_with_batching(tokenizer):
     from fastapi.testclient import TestClient
-    from serve_harness import tiny_model
 
     from clusterlm.serve.app import create_app
 
@@ -267,19 +259,13 @@ def test_serve_without_the_extra_is_one_line_exit_2(tmp_path, capsys, monkeypatc
         "error: clusterlm serve needs the 'serve' extra: pip install 'clusterlm[serve]'\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.timeout(60)
 def test_serve_runs_uvicorn_on_localhost(model, tokenizer, tmp_path):
     from clusterlm.checkpoint.formats import save_model_dir
 
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     save_model_dir(tmp_path / "ckpt", model, model.config, tmp_path / "tokenizer.json", {"step": 1})
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"  # a file, not a pipe: a full pipe would block the server
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "clusterlm", "serve", str(tmp_path / "ckpt"),
